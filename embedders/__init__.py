@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from embedders.base import Embedder
 
@@ -16,7 +17,7 @@ class EmbedderUnavailableError(LookupError):
     """The requested embedder does not exist here (yet); the message says which ones do."""
 
 
-def _dsp() -> Embedder:
+def _dsp(weights: Path | None, device: str) -> Embedder:
     from embedders.dsp import DspEmbedder
 
     return DspEmbedder()
@@ -24,7 +25,7 @@ def _dsp() -> Embedder:
 
 @contextmanager
 def _models_extra(name: str) -> Iterator[None]:
-    """A missing model dependency (torch, transformers, music2latent) becomes the command that installs it."""
+    """A missing model dependency (torch, transformers, music2latent, muq) becomes the command that installs it."""
     try:
         yield
     except ModuleNotFoundError as error:
@@ -34,20 +35,27 @@ def _models_extra(name: str) -> Iterator[None]:
         ) from error
 
 
-def _mert() -> Embedder:
+def _mert(weights: Path | None, device: str) -> Embedder:
     with _models_extra("mert"):
         from embedders.mert import MertEmbedder
-    return MertEmbedder()
+    return MertEmbedder(weights, device=device)
 
 
-def _music2latent() -> Embedder:
+def _music2latent(weights: Path | None, device: str) -> Embedder:
     with _models_extra("music2latent"):
         from embedders.music2latent import Music2LatentEmbedder
-    return Music2LatentEmbedder()
+    return Music2LatentEmbedder(weights, device=device)
 
 
-_FACTORIES: dict[str, Callable[[], Embedder]] = {"dsp": _dsp, "mert": _mert, "music2latent": _music2latent}
-_COMING_WITH_GPU_MODELS = ("muq",)
+def _muq(weights: Path | None, device: str) -> Embedder:
+    with _models_extra("muq"):
+        from embedders.muq import MuqEmbedder
+    return MuqEmbedder(weights, device=device)
+
+
+_FACTORIES: dict[str, Callable[[Path | None, str], Embedder]] = {
+    "dsp": _dsp, "mert": _mert, "music2latent": _music2latent, "muq": _muq,
+}
 
 
 def embedder_names() -> list[str]:
@@ -55,17 +63,14 @@ def embedder_names() -> list[str]:
     return sorted(_FACTORIES)
 
 
-def get_embedder(name: str) -> Embedder:
-    """A ready embedder; raises :class:`EmbedderUnavailableError` naming the choices otherwise."""
+def get_embedder(name: str, *, weights: Path | None = None, device: str = "cpu") -> Embedder:
+    """A ready embedder on ``device`` ("cpu", "cuda", "cuda:1"), its weights from ``weights`` or the Hugging
+    Face cache (see :mod:`embedders.weights`). Raises :class:`EmbedderUnavailableError` naming the choices
+    for an unknown name, :class:`embedders.weights.MissingWeightsError` when the weights are not here."""
     available = ", ".join(embedder_names())
     factory = _FACTORIES.get(name)
     if factory is not None:
-        return factory()
-    if name in _COMING_WITH_GPU_MODELS:
-        raise EmbedderUnavailableError(
-            f"embedder {name!r} is not available yet: it arrives with the GPU models (MuQ-MuLan). "
-            f"Available now: {available}."
-        )
+        return factory(weights, device)
     raise EmbedderUnavailableError(f"unknown embedder {name!r}; available: {available}.")
 
 

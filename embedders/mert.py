@@ -68,14 +68,13 @@ class MertEmbedder:
         """``batch``: float32 ``[B, 1, N]`` at 24 kHz; returns float32 ``[B, frame_dim, T]``."""
         if batch.ndim != 3 or batch.shape[1] != self.channels:
             raise ValueError(f"mert takes mono batches [B, 1, N], got shape {batch.shape}")
-        audio = torch.from_numpy(np.ascontiguousarray(batch[:, 0], dtype=np.float32))
-        return self.frames_tensor(audio).cpu().numpy()
+        return self.frames_tensor(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).cpu().numpy()
 
     @torch.inference_mode()
     def frames_tensor(self, audio: torch.Tensor) -> torch.Tensor:
-        """``audio``: float ``[B, N]`` at 24 kHz on any device; returns float32 ``[B, frame_dim, T]`` on the
+        """``audio``: float ``[B, 1, N]`` at 24 kHz on any device; returns float32 ``[B, frame_dim, T]`` on the
         model's device. Runs under bf16 autocast on CUDA. Fewer than ``window`` samples give ``T = 0``."""
-        audio = audio.to(self.device, torch.float32)
+        audio = audio[:, 0].to(self.device, torch.float32)
         total = self.frame_count(audio.shape[-1])
         if total == 0:
             return audio.new_zeros((audio.shape[0], self.frame_dim, 0))

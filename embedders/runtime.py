@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from store.status import FailureClass, StatusRecord
 
 STAGE = "embed"
 CHUNK_S = 60.0
-_REMAKE = "The clip is made by the preprocess stage; re-running it for this item re-creates the clip."
+REMAKE = "The clip is made by the preprocess stage; re-running it for this item re-creates the clip."
 
 
 class EmbedError(AudioError):
@@ -68,7 +69,7 @@ def embed_clips(
             yield item_id, error.record(item_id, STAGE)
         except AudioError as error:
             yield item_id, StatusRecord.failed(
-                item_id, STAGE, error.reason, f"{error.detail} {_REMAKE}", failure_class=error.failure_class
+                item_id, STAGE, error.reason, f"{error.detail} {REMAKE}", failure_class=error.failure_class
             )
 
 
@@ -78,7 +79,7 @@ def embed_clip(embedder: Embedder, path: Path, *, chunk_s: float = CHUNK_S) -> n
     Raises :class:`AudioError` when the clip cannot be read, :class:`EmbedError` when it reads but
     gives no usable vector.
     """
-    chunk_frames = [_frames(embedder, chunk, path) for chunk in _chunks(embedder, path, chunk_s)]
+    chunk_frames = [_frames(embedder, chunk, path) for chunk in clip_chunks(embedder, path, chunk_s)]
     frames = np.concatenate(chunk_frames, axis=-1)
     if frames.shape[-1] == 0:
         raise EmbedError(
@@ -106,7 +107,7 @@ def _frames(embedder: Embedder, chunk: np.ndarray, path: Path) -> np.ndarray:
     if not np.isfinite(chunk).all():
         raise EmbedError(
             "non_finite_audio",
-            f"clip {path} contains NaN or infinite sample values. {_REMAKE}",
+            f"clip {path} contains NaN or infinite sample values. {REMAKE}",
         )
     try:
         frames = embedder.frames(chunk[None])
@@ -123,7 +124,16 @@ def _frames(embedder: Embedder, chunk: np.ndarray, path: Path) -> np.ndarray:
     return frames
 
 
-def _chunks(embedder: Embedder, path: Path, chunk_s: float) -> Iterator[np.ndarray]:
+class ChunkGeometry(Protocol):
+    """What decoding into chunks needs of an embedder; the GPU runtime's decoding workers get a picklable
+    stand-in (:class:`embedders.torch_runtime.WindowSpec`) instead of the model."""
+
+    channels: int
+    sample_rate: int
+    hop_s: float
+
+
+def clip_chunks(embedder: ChunkGeometry, path: Path, chunk_s: float) -> Iterator[np.ndarray]:
     """The clip as float32 ``[channels, n]`` chunks at the embedder's rate (see the module docstring)."""
     if not path.is_file():
         raise EmbedError(

@@ -1,57 +1,59 @@
 """The batched torch runtime: canonical clips → enriched vectors on a GPU (or, slowly, on a CPU).
 
-DataLoader worker processes decode each clip into windows of ``window_s`` seconds, exactly as
+DataLoader worker processes decode one clip each into windows of ``window_s`` seconds, exactly as
 :func:`embedders.runtime.embed_clips` does with ``chunk_s=window_s`` (same seeks, channel mapping and
-resampling, the remainder joining the last window), so both runtimes give the same vectors. Collation
-groups equal-length windows: clips of one dataset mostly share a length, so nearly every window of a
-batch goes through the model in one call, and nothing is padded (the models normalise over the whole
-input, so padding would change the frames). Windows travel in pinned memory and are copied without
-blocking; the model runs under ``torch.inference_mode`` and, on CUDA, the embedders' own bf16 autocast.
-The frames of all windows of a clip are joined along time and enriched on the device, so enrichment
-sees every frame of the clip while a full song only ever reaches the model one window at a time.
+resampling, the remainder joining the last window), so both runtimes give the same vectors. The
+loader hands over single clips, not batches, so every worker is busy however few clips a batch holds
+(a loader batch of 64 clips would be decoded by one worker alone while the others idle). The main
+process gathers clips until they hold a forward pass worth of windows, then groups equal-length
+windows: clips of one dataset mostly share a length, so nearly every window goes through the model in
+one call, and nothing is padded (the models normalise over the whole input, so padding would change
+the frames). Windows are stacked into pinned memory and copied without blocking; the model runs under
+``torch.inference_mode`` and, on CUDA, the embedders' own bf16 autocast. The frames of all windows of a
+clip are joined along time and enriched on the device, so enrichment sees every frame of the clip
+while a full song only ever reaches the model one window at a time.
 
 How many windows go through the model at once comes from the free device memory and a per-model
 estimate of bytes per second of audio; an out-of-memory error halves it and retries instead of
 stopping the unit. A clip that cannot be decoded, makes the model fail, or gives NaN is recorded with
-the same reasons as the CPU runtime, and the rest of the batch goes on. Vectors are appended to the
-shard by a background thread, so HDF5 writes overlap the next batch's forward pass.
+the same reasons as the CPU runtime, and the rest of the batch goes on.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import multiprocessing
+import multiprocessing.context
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import numpy as np
 import torch
-import torch.multiprocessing
 from torch.utils.data import DataLoader, Dataset
 
 from embedders.base import Embedder
-from embedders.runtime import _REMAKE, STAGE, EmbedError, _chunks
+from embedders.runtime import REMAKE, STAGE, EmbedError, clip_chunks
 from embedders.torch_enrichment import enrich
 from processors.errors import AudioError
-from store.shards import ShardWriter
 from store.status import StatusRecord
 
 WINDOW_S = 10.0
 """The models' natural window: MERT and Music2Latent are used on 10 s clips (shared/embedders.md §0)."""
-AUDIO_BYTES_PER_SECOND = {"mert": 20_000_000, "music2latent": 460_000_000}
+MODEL_WINDOW_S = {"muq": 30.0}
+"""Longer windows for models that cut their own overlapping windows: MuQ-MuLan's 10 s windows every
+2.5 s must see a whole 30 s clip, not 10 s of it."""
+AUDIO_BYTES_PER_SECOND = {"mert": 20_000_000, "music2latent": 460_000_000, "muq": 80_000_000}
 """Device memory per second of audio in one forward pass, twice the measured peak so that the
 frames kept until a clip is complete and the enrichment's float64 blocks fit too (MERT: 2.94 GiB for
-32 × 10 s, shared/embedders.md §2; Music2Latent: 2 600 bytes per channel sample,
-embedders/music2latent.py)."""
+32 × 10 s, shared/embedders.md §2; MuQ-MuLan: 2.97 GiB for 32 × 10 s, §1, four times over for windows
+every quarter window; Music2Latent: 2 600 bytes per channel sample, embedders/music2latent.py)."""
 DEFAULT_AUDIO_BYTES_PER_SECOND = 100_000_000
 MEMORY_FRACTION = 0.8
 MAX_WINDOWS = 64
 CPU_WINDOWS = 4
-WRITER_QUEUE_BATCHES = 8
-
-T = TypeVar("T")
+PREFETCH_CLIPS = 8
+"""Decoded clips each loader worker keeps ready, so a forward pass never waits for the next batch."""
 
 
 class TorchEmbedder(Embedder, Protocol):
@@ -60,7 +62,8 @@ class TorchEmbedder(Embedder, Protocol):
     device: torch.device
 
     def frames_tensor(self, audio: torch.Tensor) -> torch.Tensor:
-        """``audio``: ``[B, N]`` for mono embedders, ``[B, channels, N]`` otherwise; ``[B, frame_dim, T]``."""
+        """``audio``: float ``[B, channels, N]`` at ``sample_rate`` on any device; float32 ``[B, frame_dim, T]``
+        on ``device``."""
         ...
 
 
@@ -96,14 +99,14 @@ class ClipWindows(Dataset[DecodedClip]):
     def __getitem__(self, index: int) -> DecodedClip:
         item_id, path = self.clips[index]
         try:
-            windows = list(_chunks(self.spec, Path(path), self.window_s))
+            windows = list(clip_chunks(self.spec, Path(path), self.window_s))
             if not all(np.isfinite(window).all() for window in windows):
-                detail = f"clip {path} contains NaN or infinite sample values. {_REMAKE}"
+                detail = f"clip {path} contains NaN or infinite sample values. {REMAKE}"
                 raise EmbedError("non_finite_audio", detail)
         except EmbedError as error:
             return DecodedClip(item_id, Path(path), [], error.record(item_id, STAGE))
         except AudioError as error:
-            detail = f"{error.detail} {_REMAKE}"
+            detail = f"{error.detail} {REMAKE}"
             failure = StatusRecord.failed(
                 item_id, STAGE, error.reason, detail, failure_class=error.failure_class
             )
@@ -130,25 +133,24 @@ class ClipBatch:
     failures: dict[int, StatusRecord]
     groups: list[WindowGroup] = field(default_factory=list)
 
-    def pin_memory(self) -> ClipBatch:
-        """Called by the DataLoader's pinning thread when ``pin_memory=True``."""
-        pinned = [WindowGroup(group.audio.pin_memory(), group.owners) for group in self.groups]
-        return ClipBatch(self.item_ids, self.paths, self.windows_per_clip, self.failures, pinned)
 
-
-def collate(clips: list[DecodedClip]) -> ClipBatch:
-    """Group the batch's windows by length (the first window of most clips, and all of equal-length clips)."""
+def collate(clips: list[DecodedClip], *, pin: bool = False) -> ClipBatch:
+    """Group the clips' windows by length (the first window of most clips, and all of equal-length clips);
+    with ``pin``, each group is stacked straight into page-locked memory for an asynchronous copy."""
     by_length: dict[int, list[tuple[torch.Tensor, tuple[int, int]]]] = {}
     for clip_index, clip in enumerate(clips):
         for window_index, window in enumerate(clip.windows):
             by_length.setdefault(window.shape[-1], []).append((window, (clip_index, window_index)))
-    groups = [
-        WindowGroup(torch.stack([window for window, _ in rows]), [owner for _, owner in rows])
-        for rows in by_length.values()
-    ]
+    groups = [WindowGroup(_stack([window for window, _ in rows], pin), [owner for _, owner in rows])
+              for rows in by_length.values()]
     failures = {index: clip.failure for index, clip in enumerate(clips) if clip.failure is not None}
     ids, paths = [clip.item_id for clip in clips], [clip.path for clip in clips]
     return ClipBatch(ids, paths, [len(clip.windows) for clip in clips], failures, groups)
+
+
+def _stack(windows: list[torch.Tensor], pin: bool) -> torch.Tensor:
+    out = torch.empty((len(windows), *windows[0].shape), dtype=windows[0].dtype, pin_memory=pin)
+    return torch.stack(windows, out=out)
 
 
 def initial_batch_size(embedder: TorchEmbedder, window_s: float = WINDOW_S) -> int:
@@ -173,28 +175,48 @@ class TorchRuntime:
         self,
         embedder: TorchEmbedder,
         *,
-        window_s: float = WINDOW_S,
+        window_s: float | None = None,
         batch_size: int | None = None,
         num_workers: int = 2,
     ) -> None:
         self.embedder = embedder
-        self.window_s = window_s
-        self.batch_size = batch_size or initial_batch_size(embedder, window_s)
+        self.window_s = window_s or MODEL_WINDOW_S.get(embedder.name, WINDOW_S)
+        self.batch_size = batch_size or initial_batch_size(embedder, self.window_s)
         """Windows per forward pass; halved for good on an out-of-memory error."""
         self.num_workers = num_workers
 
     def embed(self, clips: Iterable[tuple[str, Path]]) -> Iterator[tuple[str, np.ndarray | StatusRecord]]:
         """``(item_id, float32 unit vector)`` or ``(item_id, failed record)`` per clip, in input order."""
+        for batch in self.batches(clips):
+            yield from self._embed_batch(batch)
+
+    def batches(self, clips: Iterable[tuple[str, Path]]) -> Iterator[ClipBatch]:
+        """The input side alone: clips decoded by the loader's workers, gathered, grouped and (on CUDA)
+        pinned, about ``batch_size`` windows per batch."""
         spec = WindowSpec(self.embedder.channels, self.embedder.sample_rate, self.embedder.hop_s)
         loader = DataLoader(
             ClipWindows(list(clips), spec, self.window_s),
-            batch_size=self.batch_size,
+            batch_size=None,
             num_workers=self.num_workers,
-            collate_fn=collate,
-            pin_memory=self.embedder.device.type == "cuda",
+            prefetch_factor=PREFETCH_CLIPS if self.num_workers else None,
+            multiprocessing_context=_worker_context() if self.num_workers else None,
         )
-        for batch in loader:
-            yield from self._embed_batch(batch)
+        pin = self.embedder.device.type == "cuda"
+        for clips_of_batch in self._gathered(loader):
+            yield collate(clips_of_batch, pin=pin)
+
+    def _gathered(self, decoded: Iterable[DecodedClip]) -> Iterator[list[DecodedClip]]:
+        """Consecutive clips holding at least ``batch_size`` windows together (the last group: the rest)."""
+        gathered: list[DecodedClip] = []
+        windows = 0
+        for clip in decoded:
+            gathered.append(clip)
+            windows += len(clip.windows)
+            if windows >= self.batch_size:
+                yield gathered
+                gathered, windows = [], 0
+        if gathered:
+            yield gathered
 
     @torch.inference_mode()
     def _embed_batch(self, batch: ClipBatch) -> list[tuple[str, np.ndarray | StatusRecord]]:
@@ -278,8 +300,7 @@ class TorchRuntime:
 
     def forward_windows(self, audio: torch.Tensor) -> torch.Tensor:
         """``audio``: ``[W, channels, n]`` on the device; returns ``[W, frame_dim, T]`` (one model call)."""
-        model_input = audio[:, 0] if self.embedder.channels == 1 else audio
-        frames = self.embedder.frames_tensor(model_input)
+        frames = self.embedder.frames_tensor(audio)
         if frames.ndim != 3 or frames.shape[:2] != (len(audio), self.embedder.frame_dim):
             raise RuntimeError(
                 f"embedder {self.embedder.name!r} broke its contract: frames of shape {tuple(frames.shape)} "
@@ -288,116 +309,15 @@ class TorchRuntime:
         return frames
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Decoding workers fork from a clean server process that has this module (so torch) imported, not from
+    the calling process: a flow process holds Prefect's threads, locks and exit hooks, which a forked copy
+    inherits and trips over (Prefect's services fail their at-exit drain in a fork, so the worker exits 1)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
 def _release_cached_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-class BackgroundWriter:
-    """Appends ``(item_id, vector)`` pairs to a :class:`ShardWriter` from a thread, ``chunk_rows`` at a time.
-
-    The queue is bounded, so a slow disk slows the producer instead of filling memory. An error in the
-    thread is raised again by :meth:`close` (and so by the ``with`` block), which keeps the shard unpublished.
-    """
-
-    def __init__(self, writer: ShardWriter, chunk_rows: int) -> None:
-        self.writer = writer
-        self.chunk_rows = chunk_rows
-        self.written: list[str] = []
-        self._queue: queue.Queue[tuple[str, np.ndarray] | None] = queue.Queue(
-            WRITER_QUEUE_BATCHES * chunk_rows
-        )
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="shard-writer", daemon=True)
-        self._thread.start()
-
-    def put(self, item_id: str, vector: np.ndarray) -> None:
-        if self._error is not None:
-            raise RuntimeError("the shard writer thread failed") from self._error
-        self._queue.put((item_id, vector))
-
-    def close(self) -> list[str]:
-        """Flush and stop; returns the ids written, in order."""
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise RuntimeError("the shard writer thread failed") from self._error
-        return self.written
-
-    def _run(self) -> None:
-        """Consumes until the end marker even after a failure, so ``put`` never blocks on a full queue."""
-        pending: list[tuple[str, np.ndarray]] = []
-        while (entry := self._queue.get()) is not None:
-            pending.append(entry)
-            if len(pending) == self.chunk_rows:
-                self._append(pending)
-                pending = []
-        self._append(pending)
-
-    def _append(self, entries: list[tuple[str, np.ndarray]]) -> None:
-        if not entries or self._error is not None:
-            return
-        ids = [item_id for item_id, _ in entries]
-        try:
-            self.writer.append(ids, np.stack([vector for _, vector in entries]))
-        except BaseException as error:  # handed to the producer by put() and close()
-            self._error = error
-            return
-        self.written.extend(ids)
-
-    def __enter__(self) -> BackgroundWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self._queue.put(None)
-            self._thread.join()
-
-
-def embed_to_shard(
-    runtime: TorchRuntime, clips: Iterable[tuple[str, Path]], writer: ShardWriter, *, chunk_rows: int
-) -> tuple[list[str], list[StatusRecord]]:
-    """Embed ``clips`` into ``writer`` (the caller closes it); returns the ids written and the failures."""
-    failures: list[StatusRecord] = []
-    with BackgroundWriter(writer, chunk_rows) as background:
-        for item_id, result in runtime.embed(clips):
-            if isinstance(result, StatusRecord):
-                failures.append(result)
-            else:
-                background.put(item_id, result)
-    return background.written, failures
-
-
-def split_by_rank(items: Sequence[T], world_size: int) -> list[list[T]]:
-    """Disjoint parts, item ``i`` to rank ``i mod world_size``: every part gets a share of each region of the
-    list (datasets are often sorted, e.g. by length), and the parts together are exactly ``items``."""
-    if world_size < 1:
-        raise ValueError(f"world_size must be at least 1, got {world_size}")
-    return [list(items[rank::world_size]) for rank in range(world_size)]
-
-
-def run_per_device(
-    target: Callable[[torch.device, list[T]], None], items: Sequence[T], world_size: int | None = None
-) -> None:
-    """Run ``target(device, part)`` in one process per visible GPU, each on its own part of ``items``.
-
-    With one GPU or none, ``target`` runs in this process (on ``cuda:0`` or the CPU). ``target`` must be a
-    module-level function, because the other processes are spawned (CUDA cannot be used after a fork).
-    """
-    world_size = world_size or max(1, torch.cuda.device_count())
-    parts = split_by_rank(items, world_size)
-    if world_size == 1:
-        target(_device(0), parts[0])
-        return
-    torch.multiprocessing.spawn(_rank_main, args=(target, parts), nprocs=world_size, join=True)
-
-
-def _rank_main(rank: int, target: Callable[[torch.device, list[T]], None], parts: list[list[T]]) -> None:
-    target(_device(rank), parts[rank])
-
-
-def _device(rank: int) -> torch.device:
-    return torch.device("cuda", rank) if torch.cuda.is_available() else torch.device("cpu")
-

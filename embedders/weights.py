@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from huggingface_hub import constants, snapshot_download, try_to_load_from_cache
@@ -41,10 +41,18 @@ class WeightsSpec:
     download_size: str
     sha256: str = ""
     """sha256 of the weights file when it is known: checked before a pickled checkpoint is unpickled."""
+    requires: tuple[WeightsSpec, ...] = ()
+    """Further repositories the model is built from, fetched and located together with this one. With
+    ``--weights PATH``, PATH then holds one subdirectory per repository, named as its :attr:`folder`."""
 
     @property
     def fetch_command(self) -> str:
         return f"musictext models fetch {self.name}"
+
+    @property
+    def folder(self) -> str:
+        """The repository's name without its owner: its subdirectory in a multi-repository ``--weights``."""
+        return self.repo_id.rsplit("/", 1)[-1]
 
 
 MERT = WeightsSpec(
@@ -71,7 +79,45 @@ MUSIC2LATENT = WeightsSpec(
 )
 
 
-SPECS: dict[str, WeightsSpec] = {spec.name: spec for spec in (MERT, MUSIC2LATENT)}
+# MuQ-MuLan: unverified revisions, as for MUSIC2LATENT (the cache's refs/main names the snapshot, whose commit
+# is recorded). A public loader that pins all three uses MuQ-MuLan-large 2e01c796b71dca71b45251384c04cd7b237c9020,
+# MuQ-large-msd-iter 0562a57814f6f8bbd9fdea0a25921a2fce1a841a and xlm-roberta-base
+# e73636d4f797dec63c3081bb6ed5c7b0bb3f2089; pin them once checked against the Hub.
+MUQ_BACKBONE = WeightsSpec(
+    name="muq",
+    title="MuQ-large-msd-iter (MuQ-MuLan's audio backbone)",
+    repo_id="OpenMuQ/MuQ-large-msd-iter",
+    revision="main",
+    files=("config.json",),
+    weight_files=("model.safetensors",),
+    download_size="about 1.3 GB",
+)
+
+MUQ_TEXT = WeightsSpec(
+    name="muq",
+    title="XLM-RoBERTa base (MuQ-MuLan's text tower)",
+    repo_id="FacebookAI/xlm-roberta-base",
+    revision="main",
+    files=("config.json",),
+    # The repository also holds pytorch_model.bin (and TF, Flax, ONNX copies): the same weights, which
+    # fetching by pattern would download a second time.
+    weight_files=("model.safetensors",),
+    download_size="about 1.1 GB",
+)
+
+MUQ = WeightsSpec(
+    name="muq",
+    title="MuQ-MuLan-large",
+    repo_id="OpenMuQ/MuQ-MuLan-large",
+    revision="main",
+    files=("config.json",),
+    weight_files=("model.safetensors", "pytorch_model.bin"),
+    download_size="about 5.2 GB in 3 repositories",
+    requires=(MUQ_BACKBONE, MUQ_TEXT),
+)
+
+
+SPECS: dict[str, WeightsSpec] = {spec.name: spec for spec in (MERT, MUSIC2LATENT, MUQ)}
 """Every model whose weights musictext knows how to fetch, by embedder name."""
 
 
@@ -82,6 +128,8 @@ class LocatedWeights:
     revision: str
     weights_file: Path
     sha256: str
+    requires: dict[str, LocatedWeights] = field(default_factory=dict)
+    """The located :attr:`WeightsSpec.requires`, by repository id."""
 
 
 class MissingWeightsError(RuntimeError):
@@ -91,14 +139,22 @@ class MissingWeightsError(RuntimeError):
 def locate_weights(
     spec: WeightsSpec, weights: Path | None = None, *, cache_dir: Path | None = None
 ) -> LocatedWeights:
-    """The weights in ``weights`` if given, otherwise in the Hugging Face cache at ``spec.revision``.
+    """The weights in ``weights`` if given, otherwise in the Hugging Face cache at ``spec.revision``; the
+    same for every repository in ``spec.requires``.
 
     ``cache_dir`` defaults to huggingface_hub's cache (``HF_HUB_CACHE`` / ``HF_HOME``). Raises
     :class:`MissingWeightsError` naming what is missing and what to run.
     """
-    if weights is not None:
-        return _from_directory(spec, Path(weights))
-    return _from_cache(spec, Path(cache_dir) if cache_dir is not None else Path(constants.HF_HUB_CACHE))
+    parts = (spec, *spec.requires)
+    if weights is None:
+        cache = Path(cache_dir) if cache_dir is not None else Path(constants.HF_HUB_CACHE)
+        located = [_from_cache(part, cache, _layout(spec)) for part in parts]
+    elif spec.requires:
+        located = [_from_directory(part, _subdirectory(spec, Path(weights), part)) for part in parts]
+    else:
+        located = [_from_directory(spec, Path(weights))]
+    main, *required = located
+    return replace(main, requires={part.repo_id: found for part, found in zip(spec.requires, required, strict=True)})
 
 
 def fetch_weights(spec: WeightsSpec, *, endpoint: str, cache_dir: Path | None = None) -> LocatedWeights:
@@ -108,10 +164,11 @@ def fetch_weights(spec: WeightsSpec, *, endpoint: str, cache_dir: Path | None = 
     reachable; runs only ever :func:`locate_weights`. huggingface_hub resumes interrupted files and skips
     complete ones, so fetching again is cheap. The token comes from ``HF_TOKEN`` and is never printed.
     """
-    snapshot_download(
-        spec.repo_id, revision=spec.revision, allow_patterns=[*spec.files, *spec.weight_files],
-        endpoint=endpoint, cache_dir=cache_dir,
-    )
+    for part in (spec, *spec.requires):
+        snapshot_download(
+            part.repo_id, revision=part.revision, allow_patterns=[*part.files, *part.weight_files],
+            endpoint=endpoint, cache_dir=cache_dir,
+        )
     return locate_weights(spec, cache_dir=cache_dir)
 
 
@@ -134,7 +191,19 @@ def _from_directory(spec: WeightsSpec, directory: Path) -> LocatedWeights:
     return LocatedWeights(directory, _directory_revision(directory), weights_file, _sha256(weights_file))
 
 
-def _from_cache(spec: WeightsSpec, cache_dir: Path) -> LocatedWeights:
+def _subdirectory(spec: WeightsSpec, root: Path, part: WeightsSpec) -> Path:
+    """``part``'s subdirectory of a multi-repository ``--weights`` directory, refused unless it is one."""
+    directory = root / part.folder
+    if not directory.is_dir():
+        raise MissingWeightsError(
+            f"--weights {root} has no directory {part.folder}/ ({part.repo_id}). The {spec.title} weights come "
+            f"from {len(spec.requires) + 1} repositories, so --weights must be {_layout(spec)}; or leave it "
+            f"out and run `{spec.fetch_command}` to put them into the Hugging Face cache."
+        )
+    return directory
+
+
+def _from_cache(spec: WeightsSpec, cache_dir: Path, layout: str) -> LocatedWeights:
     def cached(name: str) -> Path | None:
         found = try_to_load_from_cache(spec.repo_id, name, cache_dir=cache_dir, revision=spec.revision)
         return Path(found) if isinstance(found, str) else None
@@ -144,7 +213,7 @@ def _from_cache(spec: WeightsSpec, cache_dir: Path) -> LocatedWeights:
         raise MissingWeightsError(
             f"the {spec.title} weights ({spec.repo_id} at revision {spec.revision[:12]}) are not in the "
             f"Hugging Face cache {cache_dir}: missing {missing}. Run `{spec.fetch_command}` to download them "
-            f"({spec.download_size}), or pass --weights PATH to a directory holding {_file_list(spec)}."
+            f"({spec.download_size}), or pass --weights PATH to {layout}."
         )
     revision = spec.revision if _COMMIT.fullmatch(spec.revision) else _directory_revision(weights_file.parent)
     return LocatedWeights(weights_file.parent, revision, weights_file, _sha256(weights_file))
@@ -170,6 +239,14 @@ def _directory_revision(directory: Path) -> str:
 def _sha256(path: Path) -> str:
     with path.open("rb") as stream:
         return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def _layout(spec: WeightsSpec) -> str:
+    """What a ``--weights`` directory for ``spec`` must hold."""
+    if not spec.requires:
+        return f"a directory holding {_file_list(spec)}"
+    folders = "; ".join(f"{part.folder}/ with {_file_list(part)}" for part in (spec, *spec.requires))
+    return f"a directory with one subdirectory per repository ({folders})"
 
 
 def _file_list(spec: WeightsSpec) -> str:

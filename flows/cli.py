@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from downloaders import all_sources, get_source, source_names
@@ -57,8 +58,8 @@ def run(flow_call: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         with prefect_mode():
             return flow_call(*args, **kwargs)
-    except (SourceError, EmbedderUnavailableError) as error:
-        errors.print(f"[red]error:[/] {error}")
+    except (SourceError, EmbedderUnavailableError, MissingWeightsError) as error:
+        errors.print(f"[red]error:[/] {escape(str(error))}")
         raise typer.Exit(2) from None
 
 
@@ -95,10 +96,17 @@ def preprocess(dataset: str, force: ForceOption = False, root: RootOption = None
 
 
 @app.command()
-def embed(dataset: str, model: Annotated[str, typer.Option(help="Audio embedder.")] = "dsp",
+def embed(dataset: str, model: Annotated[str, typer.Option(help="Audio embedder: dsp, mert, music2latent, muq.")]
+          = "dsp",
+          weights: Annotated[Path | None, typer.Option(
+              help="Directory holding the model's weights (default: the Hugging Face cache).")] = None,
+          device: Annotated[list[str] | None, typer.Option(
+              help="Device to run the model on, e.g. cuda:0 (repeatable; default: every GPU, else the CPU).")]
+          = None,
           force: ForceOption = False, root: RootOption = None) -> None:
     """Embed every clip that has no vector from MODEL yet into new HDF5 shards."""
-    print_summaries([run(stages.embed, dataset, model, force, root_arg(root))])
+    weights_arg = str(weights) if weights else None
+    print_summaries([run(stages.embed, dataset, model, force, root_arg(root), weights_arg, device)])
 
 
 @app.command()

@@ -7,6 +7,8 @@ task run) to a bounded thread pool. The same code runs embedded, on a server and
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -16,12 +18,19 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from downloaders import get_source
 from downloaders.base import SourceContext, SourceError
-from embedders import get_embedder, stored_dim
 from flows import work
+from flows.devices import (
+    check_weights,
+    device_runner,
+    embed_devices,
+    loaded_embedder,
+    unit_device,
+    uses_devices,
+)
 from flows.plan import Plan, chunks, plan_acquire, plan_embed, plan_preprocess, plan_verify
 from flows.progress import StageProgress, artifact_key
 from store.atomic import sweep_stale_temps
@@ -31,7 +40,7 @@ from store.settings import Settings, load_settings
 from store.status import read_status
 from verification.audio import Problem
 from verification.report import Checks, dataset_report, write_report
-from verification.shards import check_shards
+from verification.shards import check_model_shards
 
 RUNNER = ThreadPoolTaskRunner(max_workers=load_settings().workers)
 
@@ -92,8 +101,10 @@ def _publish(summary: StageSummary) -> StageSummary:
     return summary
 
 
-def _run_units(stage: str, dataset: str, unit_task: Any, units: list[tuple], sizes: list[int]) -> list[work.UnitResult]:
-    """Submit one task per unit, advance progress as they finish, and decide on every failed future.
+def _run_units(stage: str, dataset: str, unit_task: Any, units: list[tuple], sizes: list[int],
+               runner: TaskRunner | None = None) -> list[work.UnitResult]:
+    """Submit one task per unit (to ``runner`` if given, else the flow's), advance progress as they finish,
+    and decide on every failed future.
 
     A unit that crashes (disk full, a bug outside the per-item guard) does not stop the others; the stage
     raises after all units have finished, naming how many crashed and why.
@@ -102,8 +113,11 @@ def _run_units(stage: str, dataset: str, unit_task: Any, units: list[tuple], siz
     results: list[work.UnitResult] = []
     crashed: list[str] = []
     with StageProgress(stage, dataset, sum(sizes)) as progress:
+        labels = [f"{stage}-{dataset}-{i + 1}-of-{len(units)}" for i in range(len(units))]
         futures: list[PrefectFuture] = [
-            unit_task.submit(*args, label=f"{stage}-{dataset}-{i + 1}-of-{len(units)}") for i, args in enumerate(units)
+            runner.submit(unit_task, inspect.signature(unit_task.fn).bind(*args, label=label).arguments)
+            if runner else unit_task.submit(*args, label=label)
+            for args, label in zip(units, labels, strict=True)
         ]
         size_of = {id(f): n for f, n in zip(futures, sizes, strict=True)}
         for future in as_completed(futures):
@@ -144,9 +158,12 @@ def adopt_task(rows: list[ManifestRow], root: DataRoot, *, label: str) -> work.U
 
 
 @task(name="embed-unit", **UNIT_TASK)
-def embed_task(dataset: str, model: str, item_ids: list[str], root: DataRoot, settings: Settings, *,
-               label: str) -> work.UnitResult:
-    return work.embed_unit(dataset, model, item_ids, root, settings)
+def embed_task(dataset: str, model: str, item_ids: list[str], root: DataRoot, settings: Settings,
+               weights: str | None, device: str | None, *, label: str) -> work.UnitResult:
+    device = unit_device(device)
+    get_run_logger().info("%s: %d clip(s) with %s on %s (process %d)", label, len(item_ids), model, device,
+                          os.getpid())
+    return work.embed_unit(dataset, model, item_ids, root, settings, weights=weights, device=device)
 
 
 @task(name="verify-unit", **UNIT_TASK)
@@ -211,18 +228,41 @@ def preprocess(dataset: str, force: bool = False, root: str | None = None) -> St
 
 
 @flow(name="embed", flow_run_name="embed-{dataset}-{model}", task_runner=RUNNER)
-def embed(dataset: str, model: str = "dsp", force: bool = False, root: str | None = None) -> StageSummary:
-    """Embed every clip that has no vector from ``model`` yet into new append-only HDF5 shards."""
+def embed(dataset: str, model: str = "dsp", force: bool = False, root: str | None = None,
+          weights: str | None = None, devices: list[str] | None = None) -> StageSummary:
+    """Embed every clip that has no vector from ``model`` yet into new append-only HDF5 shards.
+
+    ``weights``: a directory holding the model's weights (default: ``weights_dirs`` in the settings, then
+    the Hugging Face cache). ``devices``: where the model runs (default: ``embed_devices``, then every
+    visible GPU, then the CPU). Missing weights stop the flow here, before any work.
+    """
     data_root, settings = _context(root)
-    get_embedder(model)
+    weights = weights or _configured_weights(settings, model)
+    devices = embed_devices(devices or settings.embed_devices) if uses_devices(model) else ["cpu"]
+    if len(devices) == 1:
+        loaded_embedder(model, weights, devices[0])
+    else:
+        check_weights(model, weights)
     _sweep(data_root, dataset)
     plan = plan_embed(_manifest(data_root, dataset), data_root, dataset, model, force=force)
     units = chunks([r.item_id for r in plan.todo], settings.unit_size)
-    results = _run_units(f"embed-{model}", dataset, embed_task,
-                         [(dataset, model, u, data_root, settings) for u in units], [len(u) for u in units])
+    unit_device = devices[0] if len(devices) == 1 else None
+    args = [(dataset, model, u, data_root, settings, weights, unit_device) for u in units]
+    sizes = [len(u) for u in units]
+    if uses_devices(model):
+        get_run_logger().info("embedding with %s on %s", model, ", ".join(devices))
+        with device_runner(devices) as runner:
+            results = _run_units(f"embed-{model}", dataset, embed_task, args, sizes, runner)
+    else:
+        results = _run_units(f"embed-{model}", dataset, embed_task, args, sizes)
     summary = StageSummary.from_plan(dataset, f"embed:{model}", plan, results)
     summary.extra = f"{sum(r.shard is not None for r in results)} new shard(s)"
     return _publish(summary)
+
+
+def _configured_weights(settings: Settings, model: str) -> str | None:
+    directory = settings.weights_dirs.get(model)
+    return str(directory) if directory else None
 
 
 @flow(name="verify", flow_run_name="verify-{dataset}", task_runner=RUNNER)
@@ -241,8 +281,8 @@ def verify(dataset: str, models: list[str] | None = None, root: str | None = Non
     checks = Checks(
         clips_checked=len(verified),
         clip_problems=[Problem(r.item_id, r.reason or "unspecified", r.detail or "") for r in verified if not r.is_ok],
-        shards={m: check_shards(data_root.shard_dir(m, dataset), manifest_ids=manifest_ids,
-                                dim=stored_dim(m)) for m in models},
+        shards={m: check_model_shards(data_root.shard_dir(m, dataset), m, manifest_ids=manifest_ids)
+                for m in models},
     )
     report = dataset_report(data_root, dataset, models=models, checks=checks)
     json_path, md_path = write_report(data_root, report)

@@ -8,7 +8,7 @@ returns the unit's status records after writing them, and never raises for one b
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +16,9 @@ import numpy as np
 
 from downloaders import get_source
 from downloaders.base import SourceContext
-from embedders import get_embedder
+from embedders.base import Embedder
 from embedders.runtime import embed_clips, shard_attributes
+from flows.devices import loaded_embedder, unit_device
 from processors.clip import write_clip
 from processors.decode import probe_duration
 from processors.errors import AudioError
@@ -25,6 +26,7 @@ from store import __version__
 from store.layout import DataRoot
 from store.manifest import ManifestRow
 from store.settings import Settings
+from store.shard_stream import write_results
 from store.shards import ShardWriter
 from store.status import FailureClass, StatusRecord, unit_name, write_status
 from verification.audio import check_clip
@@ -108,33 +110,29 @@ def adopt_clips(rows: Sequence[ManifestRow], root: DataRoot) -> UnitResult:
     return _record(root.status_dir("preprocess", rows[0].dataset), "preprocess", records)
 
 
-def embed_unit(dataset: str, model: str, item_ids: Sequence[str], root: DataRoot, settings: Settings) -> UnitResult:
+def embed_unit(dataset: str, model: str, item_ids: Sequence[str], root: DataRoot, settings: Settings, *,
+               weights: str | None = None, device: str | None = None) -> UnitResult:
     """Embed one unit into one new shard, published only when complete."""
-    embedder = get_embedder(model)
+    embedder = loaded_embedder(model, weights, unit_device(device))
     clips = [(item_id, root.clip_path(dataset, item_id)) for item_id in item_ids]
-    failures: list[StatusRecord] = []
-    done: list[str] = []
     with ShardWriter(root.shard_dir(model, dataset), shard_attributes(embedder),
                      chunk_rows=settings.shard_rows) as writer:
-        ids: list[str] = []
-        vectors: list[np.ndarray] = []
-        for item_id, result in embed_clips(embedder, clips):
-            if isinstance(result, StatusRecord):
-                failures.append(result)
-                continue
-            ids.append(item_id)
-            vectors.append(result)
-            if len(ids) == settings.shard_rows:
-                writer.append(ids, np.stack(vectors))
-                done.extend(ids)
-                ids, vectors = [], []
-        if ids:
-            writer.append(ids, np.stack(vectors))
-            done.extend(ids)
+        done, failures = write_results(_embedded(embedder, clips, settings), writer, chunk_rows=settings.shard_rows)
     shard = relative(root, writer.path) if writer.path else None
     records = [StatusRecord.ok(item_id, "embed", output=shard) for item_id in done] + failures
     write_status(root.embed_status_dir(model, dataset), unit_name(item_ids), records, __version__)
     return UnitResult("embed", records, shard)
+
+
+def _embedded(
+    embedder: Embedder, clips: list[tuple[str, Path]], settings: Settings
+) -> Iterator[tuple[str, np.ndarray | StatusRecord]]:
+    """The batched torch runtime for models with a device, the clip-by-clip CPU runtime otherwise."""
+    if not hasattr(embedder, "frames_tensor"):
+        return embed_clips(embedder, clips)
+    from embedders.torch_runtime import TorchRuntime
+
+    return TorchRuntime(embedder, num_workers=settings.embed_workers).embed(clips)
 
 
 def verify_unit(rows: Sequence[ManifestRow], root: DataRoot, settings: Settings) -> UnitResult:

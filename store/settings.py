@@ -35,6 +35,17 @@ class Settings(BaseSettings):
     min_clip_s: float = Field(1.0, ge=0, description="Shorter decoded audio is rejected.")
     silence_dbfs: float = Field(-60.0, description="Clips whose peak is below this level are rejected as silent.")
     shard_rows: int = Field(1024, ge=1, description="Rows per HDF5 chunk in embedding shards.")
+    embed_devices: list[str] = Field(
+        default_factory=list,
+        description="Devices the weight-bearing models run on ('cuda:0', 'cuda:1', 'cpu'), one process each "
+        "when several; empty: every visible GPU, or the CPU when there is none.",
+    )
+    embed_workers: int = Field(4, ge=0, description="Decoding processes feeding each device (0: decode inline).")
+    weights_dirs: dict[str, Path] = Field(
+        default_factory=dict,
+        description="A directory of weights per model name (e.g. mert = '/models/MERT-v1-330M'), used instead "
+        "of the Hugging Face cache.",
+    )
 
     mirrors: dict[str, str] = Field(
         default_factory=dict,

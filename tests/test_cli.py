@@ -36,7 +36,8 @@ def test_malformed_option_is_a_usage_error(tmp_path: Path) -> None:
     (["ingest", "nosuch"], "unknown dataset 'nosuch'"),
     (["ingest", "synthetic", "-o", "colour=red"], "unknown option(s) colour"),
     (["preprocess", "synthetic"], "run `musictext ingest synthetic` first"),
-    (["embed", "synthetic", "--model", "muq"], "not available yet"),
+    (["embed", "synthetic", "--model", "muq"], "needs the models extra"),  # (this environment has no torch)
+    (["embed", "synthetic", "--model", "muq"], "pip install -e '.[models]'"),
 ])
 def test_source_errors_exit_2_with_the_reason(prefect_server: str, tmp_path: Path, args: list[str],
                                               message: str) -> None:

@@ -226,18 +226,15 @@ def test_an_embedder_breaking_the_frame_contract_stops_the_unit(clips):
         list(embed_clips(ConstantEmbedder(1.0, dim=5), clips[:1]))
 
 
-def test_registry_lists_dsp_and_explains_the_models_still_to_come():
-    assert embedder_names() == ["dsp", "mert", "music2latent"]
+def test_registry_lists_every_embedder_and_names_them_for_an_unknown_one():
+    assert embedder_names() == ["dsp", "mert", "muq", "music2latent"]
     assert isinstance(get_embedder("dsp"), DspEmbedder)
-    available = "dsp, mert, music2latent"
-    still_to_come = f"not available yet.*GPU models.*Available now: {available}"
-    with pytest.raises(EmbedderUnavailableError, match=still_to_come):
-        get_embedder("muq")
+    available = "dsp, mert, muq, music2latent"
     with pytest.raises(EmbedderUnavailableError, match=f"unknown embedder 'wav2vec'; available: {available}"):
         get_embedder("wav2vec")
 
 
-@pytest.mark.parametrize("name", ["mert", "music2latent"])
+@pytest.mark.parametrize("name", ["mert", "music2latent", "muq"])
 def test_model_embedders_without_the_models_extra_say_how_to_get_it(name: str):
     if importlib.util.find_spec("torch") is not None:
         pytest.skip(f"torch is installed here: tests/models covers {name}")

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from kill import count_files, leftovers, run_until
 
 from flows import stages
 from store.layout import DataRoot, item_key
@@ -32,10 +31,6 @@ def embeddings(root: DataRoot, dataset: str = "synthetic", model: str = "dsp") -
             assert item_id not in vectors, f"{item_id} embedded twice"
             vectors[item_id] = vector
     return vectors
-
-
-def leftovers(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
 
 
 def file_times(directory: Path) -> dict[str, int]:
@@ -93,26 +88,6 @@ def test_growing_the_limit_only_does_the_new_items(reference: DataRoot, tmp_path
         np.testing.assert_array_equal(vector, ref[item_id])
 
 
-def _run_until(args: list[str], env: dict[str, str], ready: callable, timeout: float = 240) -> bool:
-    """Start the CLI, SIGKILL its process group as soon as ``ready()`` holds; False if it finished first."""
-    process = subprocess.Popen(args, env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout
-    while process.poll() is None and time.monotonic() < deadline:
-        if ready():
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            return True
-        time.sleep(0.02)
-    process.kill()
-    process.wait()
-    return False
-
-
-def _count(directory: Path, pattern: str) -> int:
-    return sum(1 for _ in directory.glob(pattern)) if directory.exists() else 0
-
-
 @pytest.mark.parametrize("stage", ["acquire", "preprocess", "embed"])
 def test_killed_run_resumes_to_the_same_outputs(stage: str, reference: DataRoot, cli_env: dict[str, str],
                                                 tmp_path: Path) -> None:
@@ -120,11 +95,11 @@ def test_killed_run_resumes_to_the_same_outputs(stage: str, reference: DataRoot,
     env = {**cli_env, "MUSICTEXT_ROOT": str(root.path), "MUSICTEXT_UNIT_SIZE": "4"}
     args = [MUSICTEXT, "pipeline", "--dataset", "synthetic", "--limit", str(ITEMS), "--model", "dsp"]
     midway = {
-        "acquire": lambda: _count(root.raw_dir("synthetic"), "*.wav") >= 2,
-        "preprocess": lambda: _count(root.clip_dir("synthetic"), "*.flac") >= 2,
-        "embed": lambda: _count(root.shard_dir("dsp", "synthetic"), ".shard*.tmp") >= 1,
+        "acquire": lambda: count_files(root.raw_dir("synthetic"), "*.wav") >= 2,
+        "preprocess": lambda: count_files(root.clip_dir("synthetic"), "*.flac") >= 2,
+        "embed": lambda: count_files(root.shard_dir("dsp", "synthetic"), ".shard*.tmp") >= 1,
     }[stage]
-    assert _run_until(args, env, midway), f"the run finished before reaching the middle of {stage}"
+    assert run_until(args, env, midway), f"the run finished before reaching the middle of {stage}"
 
     finished = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]

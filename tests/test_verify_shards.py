@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import verification.shards
+from embedders.weights import MERT
 from store.shards import ShardAttributes, ShardWriter
-from verification.shards import check_shards
+from verification.shards import check_model_shards, check_shards
 
 DIM = 8
 ATTRS = ShardAttributes(
@@ -88,6 +89,22 @@ def test_dim_other_than_expected(directory: Path) -> None:
     check = check_shards(directory, manifest_ids=set(ids(0)), dim=DIM)
     assert reasons(check) == ["wrong_dim"]
     assert "4 columns, expected 8" in check.problems[0].detail
+
+
+@pytest.mark.parametrize(("model", "revision", "problems"), [
+    ("dsp", "1", ["wrong_dim"]),  # dsp always gives 312
+    ("mert", MERT.revision, ["wrong_dim"]),  # the pinned MERT-v1-330M gives 76 800
+    ("mert", "local", []),  # other weights (a smaller variant given with --weights): consistency only
+])
+def test_the_architecture_width_binds_the_pinned_weights_only(
+    directory: Path, model: str, revision: str, problems: list[str]
+) -> None:
+    attrs = ShardAttributes(**{**asdict(ATTRS), "model": model, "model_revision": revision})
+    with ShardWriter(directory, attrs) as writer:
+        writer.append(ids(0, 1), unit_rows(2))
+    check = check_model_shards(directory, model, manifest_ids=set(ids(0, 1)))
+    assert reasons(check) == problems
+    assert not problems or f"have {DIM} columns, but {model} gives" in check.problems[0].detail
 
 
 def test_dim_attribute_disagrees_with_columns(directory: Path) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from embedders import stored_dim
+from embedders.weights import SPECS
 from store.shards import ShardAttributes, shard_paths
 from verification.audio import Problem
 
@@ -36,6 +38,24 @@ class ShardCheck:
     model_revision: str | None = None
     dim: int | None = None
     item_ids: set[str] = field(default_factory=set)
+
+
+def check_model_shards(directory: Path, model: str, *, manifest_ids: set[str]) -> ShardCheck:
+    """:func:`check_shards`, plus the architecture's width for vectors of a model's pinned weights.
+
+    Weights of another revision (a smaller variant given with ``--weights``, say) give another width,
+    legitimately; for them the shards only have to agree with each other.
+    """
+    check = check_shards(directory, manifest_ids=manifest_ids)
+    spec = SPECS.get(model)
+    if check.dim is None or (spec is not None and check.model_revision != spec.revision):
+        return check
+    expected = stored_dim(model)
+    if check.dim != expected:
+        check.problems.append(Problem(
+            None, "wrong_dim", f"shards in {directory} have {check.dim} columns, but {model} gives {expected}; "
+            f"move them aside and re-run embedding with {model}."))
+    return check
 
 
 def check_shards(directory: Path, *, manifest_ids: set[str], dim: int | None = None) -> ShardCheck:

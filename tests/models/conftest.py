@@ -27,3 +27,11 @@ def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture()
+def muq_repos(tmp_path: Path) -> Path:
+    """MuQ-MuLan's three repositories with tiny random weights, one subdirectory each (the --weights layout)."""
+    from tiny_muq import write_repos
+
+    return write_repos(tmp_path / "muq")

@@ -1,6 +1,6 @@
 """The batched torch runtime on the CPU with the tiny random-weight MERT: the same vectors as the CPU runtime,
 failures recorded per clip, out-of-memory fallback, DataLoader workers, background shard writing and the
-multi-GPU split. Runs in ``.venv-models`` only."""
+decoding spread over the loader's workers. Runs in ``.venv-models`` only."""
 
 from __future__ import annotations
 
@@ -18,13 +18,8 @@ import embedders.torch_enrichment as torch_enrichment  # noqa: E402
 from embedders.enrichment import enrich  # noqa: E402
 from embedders.mert import MertEmbedder  # noqa: E402
 from embedders.runtime import embed_clips, shard_attributes  # noqa: E402
-from embedders.torch_runtime import (  # noqa: E402
-    BackgroundWriter,
-    TorchRuntime,
-    embed_to_shard,
-    run_per_device,
-    split_by_rank,
-)
+from embedders.torch_runtime import TorchRuntime  # noqa: E402
+from store.shard_stream import BackgroundWriter, write_results  # noqa: E402
 from store.shards import ShardWriter, open_shard, shard_paths  # noqa: E402
 from store.status import StatusRecord  # noqa: E402
 
@@ -188,11 +183,11 @@ def test_nan_output_and_model_errors_fail_only_their_clip(
     clips = [*clips, ("loud", loud), ("quiet", quiet)]
 
     def nan_when_loud(audio: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-        loud_rows = audio.abs().amax(dim=-1) > 0.45
+        loud_rows = audio.abs().amax(dim=(1, 2)) > 0.45
         return torch.where(loud_rows[:, None, None], torch.full_like(frames, torch.nan), frames)
 
     def error_when_quiet(audio: torch.Tensor) -> None:
-        if (audio.abs().amax(dim=-1) < 0.05).any():
+        if (audio.abs().amax(dim=(1, 2)) < 0.05).any():
             raise RuntimeError("a kernel failed")
 
     faulty = Faulty(embedder, fault=error_when_quiet, change=nan_when_loud)
@@ -204,12 +199,12 @@ def test_nan_output_and_model_errors_fail_only_their_clip(
         np.testing.assert_allclose(got[item_id], expected[item_id], atol=1e-4)
 
 
-def test_embed_to_shard_writes_in_the_background_and_returns_the_failures(
+def test_results_are_written_in_the_background_and_returns_the_failures(
     embedder: MertEmbedder, clips: list[tuple[str, Path]], tmp_path: Path
 ) -> None:
     runtime = TorchRuntime(embedder, window_s=WINDOW_S, batch_size=3, num_workers=0)
     with ShardWriter(tmp_path / "shards", shard_attributes(embedder), chunk_rows=2) as writer:
-        done, failures = embed_to_shard(runtime, clips, writer, chunk_rows=2)
+        done, failures = write_results(runtime.embed(clips), writer, chunk_rows=2)
     assert done == ["a", "b", "c", "d"]
     assert sorted(record.item_id for record in failures) == ["blip", "corrupt", "missing"]
     shard = open_shard(writer.path)
@@ -230,33 +225,3 @@ def test_a_failing_background_write_is_raised_and_the_shard_is_not_published(
         background.put("x", np.ones(3, dtype=np.float32))  # not the shard's dimension
     assert isinstance(error.value.__cause__, ValueError)
     assert shard_paths(directory) == []
-
-
-def test_pending_items_split_into_disjoint_parts_that_cover_them_all() -> None:
-    items = [f"item-{index}" for index in range(11)]
-    parts = split_by_rank(items, 3)
-    assert parts == [items[0::3], items[1::3], items[2::3]]
-    assert sorted(sum(parts, [])) == sorted(items) and len(set(sum(parts, []))) == 11
-    assert split_by_rank(items[:2], 4) == [["item-0"], ["item-1"], [], []]
-    with pytest.raises(ValueError, match="at least 1"):
-        split_by_rank(items, 0)
-
-
-def test_one_process_per_device_each_on_its_own_part(tmp_path: Path) -> None:
-    items = [str(index) for index in range(7)]
-    run_per_device(_SpawnTarget(tmp_path / "one"), items, world_size=1)
-    assert [path.read_text() for path in (tmp_path / "one").iterdir()] == [",".join(items)]
-    run_per_device(_SpawnTarget(tmp_path / "two"), items, world_size=2)
-    written = sorted(path.read_text() for path in (tmp_path / "two").iterdir())
-    assert written == ["0,2,4,6", "1,3,5"]
-
-
-class _SpawnTarget:
-    """Picklable callable for ``torch.multiprocessing.spawn``."""
-
-    def __init__(self, out: Path) -> None:
-        out.mkdir()
-        self.out = out
-
-    def __call__(self, device: torch.device, part: list[str]) -> None:
-        (self.out / f"{device.type}-{part[0]}.txt").write_text(",".join(part))

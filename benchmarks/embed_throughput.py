@@ -1,20 +1,20 @@
-"""Throughput of the batched torch runtime beside its two limits, measured in one run.
+"""Throughput of the full embedding path (clip files → shard) beside its two limits, measured in one run.
 
 Writes ``--clips`` canonical clips (44.1 kHz 16-bit stereo FLAC, a chord over noise) of ``--seconds``
 each to a temporary folder and reports clips per second for
 
-* ``decode``: the runtime's DataLoader alone (worker processes decode, map channels, resample and
-  window; batches are collated and pinned), no model: the most the input side can feed;
+* ``decode``: the runtime's input side alone (``TorchRuntime.batches``: worker processes decode, map
+  channels, resample and window; windows are grouped and pinned), no model: the most it can feed;
 * ``model``: the bare forward pass (``TorchRuntime.forward_windows``) on the same windows already
   decoded and on the device, in batches of the runtime's size, no enrichment: the GPU limit;
-* ``runtime``: ``embed_to_shard`` end to end, decoding, forward, enrichment on the device and the
-  background writer appending to a real HDF5 shard.
+* ``runtime``: the full path as the embed flow runs it, decoding, forward, enrichment on the device and
+  the background writer appending to a real HDF5 shard.
 
 The goal of the runtime is that the GPU, not decoding, is the limit: ``runtime / model`` near 1 and
 ``decode`` well above ``model``. One batch runs before timing (CUDA context, cuDNN autotuning).
 ``--random-weights`` builds the model at full size from the real configuration with random weights
 (throughput does not depend on the weight values), so no download is needed:
-``python benchmarks/embed_gpu.py --device cuda --model mert --random-weights``.
+``python benchmarks/embed_throughput.py --device cuda --model mert --random-weights``.
 """
 
 from __future__ import annotations
@@ -29,19 +29,12 @@ import soundfile as sf
 import torch
 from rich.console import Console
 from rich.table import Table
-from torch.utils.data import DataLoader
 
 from embedders.mert import MertEmbedder
 from embedders.music2latent import Music2LatentEmbedder
 from embedders.runtime import shard_attributes
-from embedders.torch_runtime import (
-    WINDOW_S,
-    ClipWindows,
-    TorchRuntime,
-    WindowSpec,
-    collate,
-    embed_to_shard,
-)
+from embedders.torch_runtime import WINDOW_S, TorchRuntime
+from store.shard_stream import write_results
 from store.shards import ShardWriter
 
 CLIP_RATE = 44_100
@@ -87,15 +80,6 @@ def load(model: str, weights: Path | None, device: str) -> MertEmbedder | Music2
     return embedder(weights, device=device)
 
 
-def loader(runtime: TorchRuntime, clips: list[tuple[str, Path]]) -> DataLoader:
-    embedder = runtime.embedder
-    spec = WindowSpec(embedder.channels, embedder.sample_rate, embedder.hop_s)
-    return DataLoader(
-        ClipWindows(clips, spec, runtime.window_s), batch_size=runtime.batch_size,
-        num_workers=runtime.num_workers, collate_fn=collate, pin_memory=embedder.device.type == "cuda",
-    )
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -103,7 +87,7 @@ def synchronize(device: torch.device) -> None:
 
 def time_decode(runtime: TorchRuntime, clips: list[tuple[str, Path]]) -> float:
     start = time.perf_counter()
-    for _batch in loader(runtime, clips):
+    for _batch in runtime.batches(clips):
         pass
     return time.perf_counter() - start
 
@@ -111,7 +95,7 @@ def time_decode(runtime: TorchRuntime, clips: list[tuple[str, Path]]) -> float:
 def time_model(runtime: TorchRuntime, clips: list[tuple[str, Path]]) -> float:
     """Forward passes only, over windows decoded beforehand and already on the device."""
     device = runtime.embedder.device
-    groups = [group.audio.to(device) for batch in loader(runtime, clips) for group in batch.groups]
+    groups = [group.audio.to(device) for batch in runtime.batches(clips) for group in batch.groups]
     with torch.inference_mode():
         runtime.forward_windows(groups[0][: runtime.batch_size])  # warm-up
         synchronize(device)
@@ -126,7 +110,7 @@ def time_model(runtime: TorchRuntime, clips: list[tuple[str, Path]]) -> float:
 def time_runtime(runtime: TorchRuntime, clips: list[tuple[str, Path]], folder: Path) -> tuple[float, int]:
     start = time.perf_counter()
     with ShardWriter(folder, shard_attributes(runtime.embedder)) as writer:
-        done, failures = embed_to_shard(runtime, clips, writer, chunk_rows=256)
+        done, failures = write_results(runtime.embed(clips), writer, chunk_rows=256)
     if failures:
         raise SystemExit(f"{len(failures)} clips failed, first: {failures[0].reason}: {failures[0].detail}")
     return time.perf_counter() - start, len(done)
