@@ -21,8 +21,7 @@ the same reasons as the CPU runtime, and the rest of the batch goes on.
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.context
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,7 +198,7 @@ class TorchRuntime:
             batch_size=None,
             num_workers=self.num_workers,
             prefetch_factor=PREFETCH_CLIPS if self.num_workers else None,
-            multiprocessing_context=_worker_context() if self.num_workers else None,
+            worker_init_fn=_forget_inherited_exit_hooks,
         )
         pin = self.embedder.device.type == "cuda"
         for clips_of_batch in self._gathered(loader):
@@ -309,13 +308,15 @@ class TorchRuntime:
         return frames
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """Decoding workers fork from a clean server process that has this module (so torch) imported, not from
-    the calling process: a flow process holds Prefect's threads, locks and exit hooks, which a forked copy
-    inherits and trips over (Prefect's services fail their at-exit drain in a fork, so the worker exits 1)."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return context
+def _forget_inherited_exit_hooks(_worker_id: int) -> None:
+    """A decoding worker is a fork of the calling process (fork starts in 0.1 s; a forkserver or spawn start
+    re-imports the caller's main module, seconds per unit) and inherits its thread-exit hooks. A flow
+    process has Prefect's among them, and Prefect 3.8 resets its services after a fork but still drains
+    them at exit, which fails an assertion there: the worker would exit with 1 and the DataLoader raise. The
+    worker never uses Prefect, so it drops the hooks it inherited."""
+    hooks = getattr(threading, "_threading_atexits", None)
+    if hooks is not None:
+        hooks.clear()
 
 
 def _release_cached_memory(device: torch.device) -> None:
