@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS_VENV := .venv-models
 MODELS_STAMP := $(MODELS_VENV)/.installed
-DEMO_LIMIT ?= 200
+DEMO_LIMIT ?= 1200
+DEMO_EPOCHS ?= 8
 SYSTEM_TOOLS := ffmpeg ffprobe fluidsynth
 
 .PHONY: demo test lint system-deps clean-demo
@@ -13,6 +14,10 @@ SYSTEM_TOOLS := ffmpeg ffprobe fluidsynth
 demo: $(STAMP)
 	$(BIN)/musictext pipeline --dataset synthetic --limit $(DEMO_LIMIT) --model dsp
 	$(BIN)/musictext status
+	$(BIN)/musictext train --model dsp --dataset synthetic --run-id demo --epochs $(DEMO_EPOCHS) --freeze-encoder \
+	  --lr 3e-3 --eval-every 40 --device cpu
+	$(BIN)/musictext evaluate demo-frames demo-pooled --name demo
+	$(BIN)/musictext search "a slow solo piano piece in a minor key" --model dsp --k 5
 
 test: $(STAMP) $(MODELS_STAMP)
 	$(BIN)/python -m pytest -q
@@ -35,7 +40,8 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python system-deps
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q torch==2.13.0  # the CPU wheel; the train extra's torch range then adds nothing
+	$(BIN)/pip install -q -e ".[dev,train]"
 	touch $(STAMP)
 
 # The model embedders get their own environment (torch, transformers < 5), kept out of the default install.

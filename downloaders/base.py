@@ -57,6 +57,9 @@ class Source:
     options: Mapping[str, str] = field(default_factory=dict)
     """Option name → one-line help, as shown by ``musictext datasets``."""
     clip_range: Callable[[ManifestRow], tuple[float | None, float | None]] = row_range
+    tag_families: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Single-label tag families (e.g. genre), each item carrying exactly one tag of a family; zero-shot
+    evaluation scores them as classification with a confusion matrix."""
     """The range to clip *within the acquired file*. Sources that download only the segment (YouTube) return
     ``(None, None)``: their file already is the segment, while the row's start/end keep where it came from."""
 

@@ -26,7 +26,7 @@ from downloaders.synthesis.render import (
     write_wav,
 )
 from downloaders.synthesis.spec import Spec, SpecError
-from downloaders.synthesis.styles import draw_spec
+from downloaders.synthesis.styles import STYLES, draw_spec
 from store.atomic import atomic_path
 from store.layout import DataRoot, item_key, make_item_id
 from store.manifest import ManifestRow
@@ -166,4 +166,9 @@ SOURCE = Source(
     acquire=acquire,
     audio_path=audio_path,
     options={"seed": "Whole number (default 0) that, with an item's index, fixes everything about the item."},
+    tag_families={
+        "genre": tuple(sorted({style.genre for style in STYLES.values()})),
+        "tempo": ("slow tempo", "medium tempo", "fast tempo"),
+        "key": ("major key", "minor key"),
+    },
 )

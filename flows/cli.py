@@ -156,6 +156,91 @@ def status(root: RootOption = None) -> None:
     out.print(table)
 
 
+@app.command()
+def train(model: Annotated[str, typer.Option(help="Audio embedder whose space the text embedder learns.")] = "dsp",
+          dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Datasets (repeatable).")] = None,
+          head: Annotated[list[str] | None, typer.Option(help="frames and/or pooled (default: both).")] = None,
+          run_id: Annotated[str | None, typer.Option(help="Run name (default: <model>-<datasets>).")] = None,
+          epochs: Annotated[int | None, typer.Option(help="Passes over the training pairs.")] = None,
+          max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (wins over --epochs).")] = None,
+          batch_size: Annotated[int | None, typer.Option(help="Pairs per contrastive batch.")] = None,
+          lr: Annotated[float | None, typer.Option(help="Learning rate of the head.")] = None,
+          eval_every: Annotated[int | None, typer.Option(help="Validate and checkpoint every N steps.")] = None,
+          freeze_encoder: Annotated[bool, typer.Option(help="Train the head only.")] = False,
+          encoder: Annotated[str | None, typer.Option(help="Hugging Face id or path of the sentence encoder.")]
+          = None,
+          stage2: Annotated[float, typer.Option(help="Continue with stage 2 at this MSE weight (0: stage 1 only).")]
+          = 0.0,
+          device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+          root: RootOption = None) -> None:
+    """Train text embedders into MODEL's space (resumes an interrupted run, skips a finished one)."""
+    given = {"epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "encoder": encoder,
+             "eval_every": eval_every, "checkpoint_every": eval_every}
+    options = {k: v for k, v in given.items() if v is not None} | {"freeze_encoder": freeze_encoder,
+                                                                   "device": device}
+    from flows import learning  # torch and transformers load only for the commands that need them
+
+    summaries = run(learning.train, model, dataset, run_id, head, stage2, root_arg(root), options)
+    table = Table(title="Training runs")
+    for column in ("run", "head", "stage", "steps", "best step", "val t→m R@10", "val t→m MRR", "train/val/test"):
+        table.add_column(column)
+    for config, result in ((s.config, s.result) for s in summaries):
+        sizes = "/".join(str(result.split_sizes.get(k, 0)) for k in ("train", "val", "test"))
+        steps = f"{result.step}" + (" (early stop)" if result.stopped_early else "")
+        table.add_row(config.run_id, config.head, str(config.stage), steps, str(result.best_step),
+                      f"{result.best_metrics.get('t2m_R@10', 0):.3f}", f"{result.best_metrics.get('t2m_MRR', 0):.3f}",
+                      sizes)
+    out.print(table)
+
+
+@app.command()
+def evaluate(runs: Annotated[list[str], typer.Argument(help="Training runs to compare (same model and data).")],
+             name: Annotated[str, typer.Option(help="Report folder under reports/evaluation/.")] = "latest",
+             device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+             root: RootOption = None) -> None:
+    """Text→music and music→text retrieval of RUNS and their untrained baselines on the test split."""
+    from flows import learning
+
+    result = run(learning.evaluate, runs, name, root_arg(root), device)
+    table = Table(title=f"Test split, {int(next(iter(result['results'].values()))['candidates'])} candidates")
+    columns = ("t2m_R@1", "t2m_R@5", "t2m_R@10", "t2m_MRR", "t2m_median_rank", "m2t_R@10", "m2t_MRR")
+    for column in ("text embedder", *columns):
+        table.add_column(column.replace("t2m_", "text→music ").replace("m2t_", "music→text "))
+    for label, metrics in result["results"].items():
+        table.add_row(label, *(f"{metrics[c]:.3f}" if "rank" not in c else f"{metrics[c]:g}" for c in columns))
+    out.print(table)
+    chance = next(iter(result["results"].values()))["chance_R@10"]
+    out.print(f"chance text→music R@10: {chance:.3f}\nreport: {result['report']}")
+
+
+@app.command()
+def search(text: str, model: Annotated[str, typer.Option(help="Audio embedder whose shards to search.")] = "dsp",
+           k: Annotated[int, typer.Option(help="How many clips.")] = 10,
+           dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Only these datasets.")] = None,
+           run_id: Annotated[str | None, typer.Option("--run", help="Text embedder run (default: the newest for "
+                                                      "MODEL).")] = None,
+           copy_to: Annotated[Path | None, typer.Option(help="Copy the clips found into this folder.")] = None,
+           root: RootOption = None) -> None:
+    """The clips closest to TEXT in MODEL's space, found with a trained text embedder."""
+    from training.search_clips import search_clips
+
+    data_root = DataRoot(load_settings(root=root_arg(root)).root)
+    try:
+        found = search_clips(data_root, text, model, k=k, datasets=dataset, run_id=run_id)
+    except (FileNotFoundError, ValueError) as error:
+        errors.print(f"[red]error:[/] {escape(str(error))}")
+        raise typer.Exit(2) from None
+    table = Table(title=f"{text!r} in {model} space ({found.run_id})")
+    for column in ("#", "score", "item", "caption", "clip"):
+        table.add_column(column)
+    for rank, hit in enumerate(found.hits, 1):
+        table.add_row(str(rank), f"{hit.score:.3f}", hit.item_id, escape(hit.caption), str(hit.clip))
+    out.print(table)
+    if copy_to:
+        copied = found.copy_clips(copy_to)
+        out.print(f"copied {len(copied)} clip(s) to {copy_to}")
+
+
 models_app = typer.Typer(help="Model weights: what is on this machine, and fetching them.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 

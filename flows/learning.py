@@ -1,0 +1,128 @@
+"""The training and evaluation flows: text embedders for one audio embedder's shards, and their report.
+
+``train`` trains one run per head (``frames``, ``pooled`` or both), stage 1 and, when asked, stage 2
+started from stage 1's best checkpoint, as one flow; each run resumes from its last checkpoint when it
+exists, and a finished run is found, not retrained. ``evaluate`` scores runs against their untrained
+baselines on the test split and writes the report. Both publish what the UI needs: a progress
+artifact while training, the loss and validation-metric curve as a table, the report as Markdown.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.context import FlowRunContext
+
+from flows.progress import artifact_key
+from store.layout import DataRoot
+from store.settings import load_settings
+from training.config import TrainConfig
+from training.evaluate import evaluate_runs
+from training.trainer import StepReport, TrainResult
+from training.trainer import train as train_run
+
+HEADS = ("frames", "pooled")
+STAGE2_SUFFIX = "-stage2"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    config: TrainConfig
+    result: TrainResult
+
+
+def run_ids(run_id: str, heads: list[str], stage2: bool) -> list[str]:
+    """The runs ``train`` makes: one per head, ``<run_id>-<head>``, and its stage-2 continuation."""
+    base = [f"{run_id}-{head}" for head in heads]
+    return base + [f"{name}{STAGE2_SUFFIX}" for name in base] if stage2 else base
+
+
+@flow(name="train", flow_run_name="train-{model}-{run_id}")
+def train(model: str = "dsp", datasets: list[str] | None = None, run_id: str | None = None,
+          heads: list[str] | None = None, stage2_mse_weight: float = 0.0, root: str | None = None,
+          options: dict[str, Any] | None = None) -> list[RunSummary]:
+    """Train text embedders into ``model``'s space on ``datasets``, one run per head in ``heads``.
+
+    ``options`` are further :class:`training.config.TrainConfig` fields (epochs, batch_size, lr,
+    freeze_encoder, device, …). ``stage2_mse_weight > 0`` continues each run with stage 2 (InfoNCE plus that
+    weight × squared distance to the audio vector).
+    """
+    data_root = DataRoot(load_settings(root=root).root)
+    datasets = datasets or ["synthetic"]
+    heads = heads or list(HEADS)
+    unknown = sorted(set(heads) - set(HEADS))
+    if unknown:
+        raise ValueError(f"unknown head(s) {', '.join(unknown)}; heads are {', '.join(HEADS)}")
+    run_id = run_id or f"{model}-{'-'.join(datasets)}"
+    summaries = []
+    for head in heads:
+        stage1 = TrainConfig(model=model, datasets=tuple(datasets), run_id=f"{run_id}-{head}", head=head,
+                             **(options or {}))
+        summaries.append(_train_one(stage1, data_root))
+        if stage2_mse_weight > 0:
+            stage2 = TrainConfig(**{**stage1.to_json(), "run_id": stage1.run_id + STAGE2_SUFFIX, "stage": 2,
+                                    "mse_weight": stage2_mse_weight, "init_from": stage1.run_id})
+            summaries.append(_train_one(stage2, data_root))
+    return summaries
+
+
+def _train_one(config: TrainConfig, root: DataRoot) -> RunSummary:
+    logger = get_run_logger()
+    logger.info("training %s (%s head, stage %d) into %s", config.run_id, config.head, config.stage, config.model)
+    in_flow = FlowRunContext.get() is not None
+    progress = create_progress_artifact(0.0, key=artifact_key("train", config.run_id, "progress"),
+                                        description=f"training {config.run_id}") if in_flow else None
+
+    def report(step: StepReport) -> None:
+        if progress is not None and (step.step % 10 == 0 or step.step == step.max_steps):
+            update_progress_artifact(progress, progress=100.0 * step.step / max(step.max_steps, 1))
+        if step.metrics:
+            logger.info("%s step %d/%d: loss %.4f, validation text→music R@10 %.3f", config.run_id, step.step,
+                        step.max_steps, step.loss, step.metrics.get("t2m_R@10", float("nan")))
+
+    result: TrainResult = train_run(config, root, on_progress=report)
+    if progress is not None:
+        update_progress_artifact(progress, progress=100.0)
+    if in_flow:
+        create_table_artifact(_curve(result), key=artifact_key("train", config.run_id, "curve"),
+                              description=f"loss and validation metrics of {config.run_id}")
+    logger.info("%s: best validation text→music R@10 %.3f at step %d of %d%s", config.run_id,
+                result.best_metrics.get("t2m_R@10", float("nan")), result.best_step, result.step,
+                " (stopped early)" if result.stopped_early else "")
+    return RunSummary(config, result)
+
+
+def _curve(result: TrainResult) -> list[dict[str, Any]]:
+    """One row per evaluation from ``metrics.jsonl``: step, training losses, validation recall and MRR."""
+    rows = []
+    for line in (result.run_dir / "metrics.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        validation = entry.get("val", {})
+        losses = {k: round(v, 5) for k, v in entry.items() if k not in ("step", "epoch", "val")}
+        rows.append({"step": entry["step"], **losses,
+                     **{k: round(validation[k], 4) for k in ("t2m_R@1", "t2m_R@10", "t2m_MRR", "m2t_R@10")
+                        if k in validation}})
+    return rows
+
+
+@flow(name="evaluate", flow_run_name="evaluate-{name}")
+def evaluate(runs: list[str], name: str = "latest", root: str | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Score ``runs`` and their untrained baselines on the test split; the report goes to
+    ``reports/evaluation/<name>/`` and to the UI as a Markdown artifact."""
+    data_root = DataRoot(load_settings(root=root).root)
+    evaluation = evaluate_runs(data_root, runs, name=name, device=device)
+    if FlowRunContext.get() is not None:
+        create_markdown_artifact(evaluation.markdown_path.read_text(), key=artifact_key("evaluation", name),
+                                 description=f"evaluation of {', '.join(runs)}")
+    get_run_logger().info("evaluation report: %s", evaluation.markdown_path)
+    return {"report": str(evaluation.markdown_path), "json": str(evaluation.json_path),
+            "best_run": evaluation.best_run, "results": evaluation.results}

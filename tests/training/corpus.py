@@ -1,0 +1,147 @@
+"""A small real training corpus: Parquet manifests and HDF5 shards under a data root, as the pipeline writes them.
+
+Each track is a (genre, instrument, mood) triple. Its clips' audio vectors are the real enrichment
+(:func:`embedders.enrichment.enrich`) of frames made from one fixed random vector per word, a third of the
+frames each, plus a little noise per clip: a fixed random projection of the words of the track's text, so a
+text embedder can learn text → audio, and clips of one track are near each other but not identical.
+
+Three datasets, shaped like the real sources:
+
+* ``captioned``: two clips per track (``@0``, ``@10``), two captions each, official ``train``/``valid``/``test``
+  splits (one track has a ``train`` clip and a ``test`` clip: the whole track must be held out); its vectors
+  are spread over two shards;
+* ``tagged``: tags only, no split, ``extra.group`` naming the song (clips ``@0``, ``@15``);
+* ``bench``: MusicBench-like whole files with captions and split ``train``; a quarter are flagged
+  ``is_audioset_eval_mcaps`` and a few are split ``test_a``.
+
+Two rows of ``captioned`` have no vector (``NO_VECTOR``) and one row of ``tagged`` has no text (``NO_TEXT``).
+With ``official_splits=False`` no row has a split or flag, so every group is hashed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embedders.enrichment import ENRICHMENT, enrich
+from store.layout import DataRoot
+from store.manifest import ManifestRow, write_manifest
+from store.shards import ShardAttributes, ShardWriter
+
+MODEL = "toy"
+FRAME_DIM = 16
+DIM = 3 * FRAME_DIM
+DATASETS = ("captioned", "tagged", "bench")
+GENRES = ("rock", "jazz", "techno", "reggae", "classical", "country", "metal", "funk")
+INSTRUMENTS = ("piano", "violin", "trumpet", "drums", "flute", "harp", "banjo", "saxophone")
+MOODS = ("calm", "angry", "happy", "dreamy", "dark", "playful")
+FRAMES_PER_WORD = 4
+NO_VECTOR = ("captioned:t000@10", "captioned:t001@10")
+NO_TEXT = "tagged:s000@15"
+MIXED_SPLIT_GROUP = "captioned:t002"
+"""Its ``@0`` clip is official ``train``, its ``@10`` clip ``test``."""
+
+
+@dataclass(frozen=True)
+class Track:
+    genre: str
+    instrument: str
+    mood: str
+
+    @property
+    def words(self) -> tuple[str, str, str]:
+        return (self.genre, self.instrument, self.mood)
+
+    def captions(self) -> tuple[str, ...]:
+        return (f"A {self.mood} {self.genre} song featuring {self.instrument}.",
+                f"{self.genre.capitalize()} music played on {self.instrument}, with a {self.mood} feel.")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    root: DataRoot
+    rows: dict[str, list[ManifestRow]]
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return DATASETS
+
+
+def build_corpus(path: Path, *, tracks: int = 8, official_splits: bool = True, seed: int = 0) -> Corpus:
+    """Write the corpus under ``path`` (the data root): ``tracks`` tracks per dataset, distinct triples."""
+    rng = np.random.default_rng(seed)
+    word_vectors = {word: rng.normal(size=FRAME_DIM) for word in (*GENRES, *INSTRUMENTS, *MOODS)}
+    triples = list(itertools.product(GENRES, INSTRUMENTS, MOODS))
+    chosen = [Track(*triples[i]) for i in rng.choice(len(triples), size=3 * tracks, replace=False)]
+    root = DataRoot(path)
+    makers = (_captioned_rows, _tagged_rows, _bench_rows)
+    rows: dict[str, list[ManifestRow]] = {}
+    for index, (dataset, make) in enumerate(zip(DATASETS, makers, strict=True)):
+        pairs = make(chosen[index * tracks:(index + 1) * tracks], official_splits)
+        rows[dataset] = [row for row, _ in pairs]
+        write_manifest(root.manifest(dataset), rows[dataset])
+        vectors = {row.item_id: _audio_vector(track, word_vectors, rng) for row, track in pairs}
+        _write_shards(root, dataset, {k: v for k, v in vectors.items() if k not in NO_VECTOR})
+    return Corpus(root, rows)
+
+
+def _audio_vector(track: Track, word_vectors: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    frames = np.repeat(np.stack([word_vectors[word] for word in track.words], axis=1), FRAMES_PER_WORD, axis=1)
+    frames = frames + rng.normal(scale=0.05, size=frames.shape)
+    return enrich(frames[None])[0]
+
+
+def _captioned_rows(tracks: list[Track], official: bool) -> list[tuple[ManifestRow, Track]]:
+    names = ("train", "train", "train", "valid", "test")
+    pairs = []
+    for number, track in enumerate(tracks):
+        for start in (0, 10):
+            native = f"t{number:03d}"
+            split = names[number % len(names)]
+            if f"captioned:{native}" == MIXED_SPLIT_GROUP:
+                split = "train" if start == 0 else "test"
+            pairs.append((ManifestRow(
+                item_id=f"captioned:{native}@{start}", dataset="captioned", source=f"{native}.mp3",
+                split=split if official else None, start_s=float(start), end_s=start + 10.0,
+                captions=track.captions(), extra=ManifestRow.encode_extra({"group": native}),
+            ), track))
+    return pairs
+
+
+def _tagged_rows(tracks: list[Track], official: bool) -> list[tuple[ManifestRow, Track]]:
+    pairs = []
+    for number, track in enumerate(tracks):
+        for start in (0, 15):
+            item_id = f"tagged:s{number:03d}@{start}"
+            pairs.append((ManifestRow(
+                item_id=item_id, dataset="tagged", source=f"s{number:03d}.mp3", start_s=float(start),
+                end_s=start + 15.0, tags=() if item_id == NO_TEXT else track.words,
+                extra=ManifestRow.encode_extra({"group": f"song-{number}"}),
+            ), track))
+    return pairs
+
+
+def _bench_rows(tracks: list[Track], official: bool) -> list[tuple[ManifestRow, Track]]:
+    pairs = []
+    for number, track in enumerate(tracks):
+        flagged = official and number % 4 == 1
+        split = "test_a" if number % 4 == 2 else "train"
+        pairs.append((ManifestRow(
+            item_id=f"bench:b{number:03d}", dataset="bench", source=f"audio/b{number:03d}.wav",
+            split=split if official else None, captions=track.captions()[:1],
+            extra=ManifestRow.encode_extra({"is_audioset_eval_mcaps": flagged}),
+        ), track))
+    return pairs
+
+
+def _write_shards(root: DataRoot, dataset: str, vectors: dict[str, np.ndarray]) -> None:
+    """Two shards for ``captioned`` (reads must cross shards), one for the others."""
+    attrs = ShardAttributes(MODEL, "1", DIM, ENRICHMENT, 22050, 1.0, 0.25, "0")
+    ids = list(vectors)
+    parts = [ids[: len(ids) // 2], ids[len(ids) // 2:]] if dataset == "captioned" else [ids]
+    for part in parts:
+        with ShardWriter(root.shard_dir(MODEL, dataset), attrs) as writer:
+            writer.append(part, np.stack([vectors[item_id] for item_id in part]).astype(np.float32))

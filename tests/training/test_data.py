@@ -1,0 +1,214 @@
+"""Pairs and splits from a real corpus (Parquet manifests, HDF5 shards): no leakage, official splits kept,
+evaluation sets held out, texts from captions or tags, vectors read back exactly, in workers too."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from corpus import DATASETS, MIXED_SPLIT_GROUP, MODEL, NO_TEXT, NO_VECTOR, Corpus, build_corpus
+from torch.utils.data import DataLoader
+
+from store.manifest import ManifestRow
+from store.shards import iter_shards
+from training.data import (
+    EpochBatches,
+    PairDataset,
+    Splits,
+    collate_pairs,
+    group_of,
+    hashed_split,
+    load_splits,
+    official_split,
+    tags_sentence,
+)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    return build_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def splits(corpus: Corpus) -> Splits:
+    return load_splits(corpus.root, DATASETS, MODEL, seed=3)
+
+
+def _row(**fields: object) -> ManifestRow:
+    return ManifestRow(**{"item_id": "d:x@0", "dataset": "d", "source": "x", **fields})
+
+
+def _splits_of(splits: Splits) -> dict[str, str]:
+    return {item.item_id: name for name in ("train", "val", "test") for item in splits[name]}
+
+
+@pytest.mark.parametrize(("tags", "sentence"), [
+    (("rock", "guitar", "energetic"), "A rock track with guitar, energetic."),
+    (("electronic", "synth"), "An electronic track with synth."),
+    (("jazz",), "A jazz track."),
+])
+def test_tags_become_one_short_sentence(tags: tuple[str, ...], sentence: str) -> None:
+    assert tags_sentence(tags) == sentence
+
+
+@pytest.mark.parametrize(("split", "expected"), [
+    ("train", "train"), ("TRAINING", "train"), ("valid", "val"), ("validation", "val"), ("val", "val"),
+    ("test", "test"), ("eval", "test"), ("test_a", "test"), ("eval_mcaps", "test"), (None, None),
+])
+def test_official_split_names_are_normalised(split: str | None, expected: str | None) -> None:
+    assert official_split(_row(split=split)) == expected
+
+
+def test_rows_flagged_as_musiccaps_evaluation_audio_are_test_whatever_their_split() -> None:
+    row = _row(split="train", extra=ManifestRow.encode_extra({"is_audioset_eval_mcaps": True}))
+    assert official_split(row) == "test"
+
+
+def test_an_unknown_split_name_is_refused_with_the_names_that_work() -> None:
+    with pytest.raises(ValueError, match=r"d:x@0: split 'holdout' .* validation"):
+        official_split(_row(split="holdout"))
+
+
+def test_groups_youtube_videos_across_datasets_others_per_dataset() -> None:
+    segment = _row(source="vid123", extra=ManifestRow.encode_extra({"group": "vid123", "segment_downloaded": True}))
+    bench = _row(dataset="musicbench", extra=ManifestRow.encode_extra({"group": "vid123", "ytid": "vid123"}))
+    song = _row(dataset="msd", extra=ManifestRow.encode_extra({"group": "SO1"}))
+    assert group_of(segment) == group_of(bench) == "youtube:vid123"
+    assert group_of(song) == "msd:SO1"
+    assert group_of(_row(item_id="d:track@12.5")) == "d:track"
+
+
+def test_hashed_splits_follow_the_fractions_and_the_seed() -> None:
+    groups = [f"g{i}" for i in range(20000)]
+    counts = Counter(hashed_split(group, (0.7, 0.2, 0.1), 0) for group in groups)
+    assert counts["train"] / 20000 == pytest.approx(0.7, abs=0.015)
+    assert counts["val"] / 20000 == pytest.approx(0.2, abs=0.015)
+    assert counts["test"] / 20000 == pytest.approx(0.1, abs=0.015)
+    reseeded = [hashed_split(group, (0.7, 0.2, 0.1), 1) for group in groups[:200]]
+    assert reseeded != [hashed_split(group, (0.7, 0.2, 0.1), 0) for group in groups[:200]]
+
+
+def test_no_group_is_in_two_splits(splits: Splits) -> None:
+    owners: dict[str, set[str]] = {}
+    for name in ("train", "val", "test"):
+        for item in splits[name]:
+            owners.setdefault(item.group, set()).add(name)
+            assert item.split == name
+    assert all(len(names) == 1 for names in owners.values())
+    assert len(owners) > 10
+
+
+def test_official_splits_are_kept_and_a_group_takes_its_most_held_out_one(corpus: Corpus, splits: Splits) -> None:
+    assigned = _splits_of(splits)
+    expected = {"train": "train", "valid": "val", "test": "test"}
+    for row in corpus.rows["captioned"]:
+        if row.item_id in NO_VECTOR:
+            continue
+        if row.item_id.startswith(MIXED_SPLIT_GROUP + "@"):
+            assert assigned[row.item_id] == "test"  # one clip is official train, the other test
+        else:
+            assert assigned[row.item_id] == expected[row.split]
+    assert {name for item_id, name in assigned.items() if item_id.startswith("captioned:")} == {"train", "val", "test"}
+
+
+def test_evaluation_flagged_and_test_parts_never_reach_training(corpus: Corpus, splits: Splits) -> None:
+    assigned = _splits_of(splits)
+    held_out = [row for row in corpus.rows["bench"]
+                if row.split == "test_a" or row.extra_fields["is_audioset_eval_mcaps"]]
+    assert len(held_out) >= 4
+    assert all(assigned[row.item_id] == "test" for row in held_out)
+    assert all(assigned[row.item_id] == "train" for row in corpus.rows["bench"] if row not in held_out)
+
+
+def test_rows_without_a_vector_or_text_are_left_out_and_counted(splits: Splits) -> None:
+    assigned = _splits_of(splits)
+    assert not set(NO_VECTOR) & set(assigned) and NO_TEXT not in assigned
+    assert splits.skipped == {"no_vector": 2, "no_text": 1}
+    assert splits.audio_dim == 48
+    assert len(assigned) == 8 * 2 + 8 * 2 + 8 - 3
+
+
+def test_splits_are_deterministic_and_hashed_groups_depend_on_the_seed(corpus: Corpus, splits: Splits) -> None:
+    again = load_splits(corpus.root, DATASETS, MODEL, seed=3)
+    assert again == splits
+    tagged = [row.item_id for row in corpus.rows["tagged"] if row.item_id != NO_TEXT]
+    by_seed = [
+        [_splits_of(load_splits(corpus.root, ["tagged"], MODEL, seed=seed, fractions=(0.5, 0.5, 0)))[item_id]
+         for item_id in tagged]
+        for seed in (0, 1, 2)
+    ]
+    assert len({tuple(assignment) for assignment in by_seed}) > 1
+
+
+def test_texts_are_captions_else_the_tag_sentence(corpus: Corpus, splits: Splits) -> None:
+    items = {item.item_id: item for name in ("train", "val", "test") for item in splits[name]}
+    captioned = next(row for row in corpus.rows["captioned"] if row.item_id in items)
+    tagged = next(row for row in corpus.rows["tagged"] if row.item_id in items)
+    assert items[captioned.item_id].texts == captioned.captions and len(captioned.captions) == 2
+    assert items[tagged.item_id].texts == (tags_sentence(tagged.tags),)
+
+
+def test_pairs_hold_the_stored_vectors_across_shards(corpus: Corpus, splits: Splits) -> None:
+    stored = {
+        item_id: vector
+        for dataset in DATASETS
+        for shard in iter_shards(corpus.root.shard_dir(MODEL, dataset))
+        for item_id, vector in zip(shard.item_ids, shard.embeddings(), strict=True)
+    }
+    dataset = PairDataset(splits.train)
+    assert len({item.shard for item in splits.train}) >= 3  # two shards of captioned, and the others
+    order = [5, 0, len(dataset) - 1, 5, 2]
+    pairs = dataset.__getitems__(order)
+    for index, (_, vector) in zip(order, pairs, strict=True):
+        np.testing.assert_array_equal(vector, stored[splits.train[index].item_id])
+    assert dataset[3][1].tolist() == stored[splits.train[3].item_id].tolist()
+
+
+def test_each_epoch_shows_the_next_caption_deterministically(splits: Splits) -> None:
+    dataset = PairDataset(splits.train, seed=7)
+    index = next(i for i, item in enumerate(splits.train) if len(item.texts) == 2)
+    seen = []
+    for epoch in range(4):
+        dataset.set_epoch(epoch)
+        seen.append(dataset[index][0])
+    assert set(seen[:2]) == set(splits.train[index].texts)
+    assert seen[2:] == seen[:2]
+    assert [PairDataset(splits.train, seed=7).text(i) for i in range(6)] == [
+        PairDataset(splits.train, seed=7).text(i) for i in range(6)]
+
+
+def test_workers_read_with_their_own_handles_and_match_the_main_process(splits: Splits) -> None:
+    dataset = PairDataset(splits.train)
+    dataset.reader.read(splits.train[:2])  # a handle opened here must not be reused in the forked workers
+
+    def batches(workers: int) -> list[tuple[list[str], torch.Tensor]]:
+        sampler = EpochBatches(len(dataset), 4, seed=0, epoch=1)
+        return list(DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_pairs))
+
+    in_process, in_workers = batches(0), batches(2)
+    assert len(in_process) == len(splits.train) // 4
+    for (texts, vectors), (worker_texts, worker_vectors) in zip(in_process, in_workers, strict=True):
+        assert texts == worker_texts
+        assert torch.equal(vectors, worker_vectors)
+
+
+def test_epoch_batches_are_full_seeded_and_resume_mid_epoch() -> None:
+    whole = list(EpochBatches(10, 3, seed=1, epoch=0))
+    assert len(whole) == 3 and all(len(batch) == 3 for batch in whole)
+    assert len({i for batch in whole for i in batch}) == 9
+    assert list(EpochBatches(10, 3, seed=1, epoch=0, start=1)) == whole[1:]
+    assert list(EpochBatches(10, 3, seed=1, epoch=1)) != whole
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        EpochBatches(2, 3, seed=0, epoch=0)
+
+
+def test_missing_embeddings_and_manifests_say_what_to_run(corpus: Corpus, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="run the embed stage"):
+        load_splits(corpus.root, ["tagged"], "other-model")
+    with pytest.raises(FileNotFoundError, match="run its catalog"):
+        load_splits(corpus.root, ["nowhere"], MODEL)
+    with pytest.raises(ValueError, match="summing to 1"):
+        load_splits(corpus.root, ["tagged"], MODEL, fractions=(0.5, 0.2, 0.2))

@@ -1,0 +1,69 @@
+"""The train and evaluate flows and search, end to end on a small real corpus (manifests + HDF5 shards):
+runs for both heads, a report that compares them with their untrained baselines, and search finding an item
+from its own caption."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from corpus import DATASETS, MODEL, build_corpus
+
+from flows import learning
+from training.search_clips import search_clips
+
+pytestmark = pytest.mark.integration
+
+OPTIONS = {"max_steps": 30, "batch_size": 16, "eval_every": 10, "checkpoint_every": 10, "freeze_encoder": True,
+           "lr": 3e-3, "warmup_steps": 3, "device": "cpu", "patience": None}
+
+
+@pytest.fixture(scope="module")
+def trained(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
+    root = tmp_path_factory.mktemp("data")
+    build_corpus(root, tracks=16)
+    summaries = learning.train(MODEL, list(DATASETS), "toy", ["frames", "pooled"], root=str(root), options=OPTIONS)
+    return root, summaries
+
+
+def test_train_makes_one_run_per_head_and_a_rerun_finds_them_finished(trained: tuple[Path, list]) -> None:
+    root, summaries = trained
+    assert [(s.config.run_id, s.config.head, s.config.stage, s.result.step) for s in summaries] == [
+        ("toy-frames", "frames", 1, 30), ("toy-pooled", "pooled", 1, 30)]
+    for summary in summaries:
+        lines = (summary.result.run_dir / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line)["step"] for line in lines] == [10, 20, 30]
+    again = learning.train(MODEL, list(DATASETS), "toy", ["pooled"], root=str(root), options=OPTIONS)
+    assert again[0].result.step == 30 and again[0].result.best_metrics == summaries[1].result.best_metrics
+
+
+def test_evaluate_compares_both_heads_with_their_untrained_baselines(trained: tuple[Path, list]) -> None:
+    root, _ = trained
+    result = learning.evaluate(["toy-frames", "toy-pooled"], name="toy", root=str(root))
+    rows = result["results"]
+    assert set(rows) == {"toy-frames (frames)", "toy-pooled (pooled)", "untrained frames (baseline)",
+                         "untrained pooled (baseline)"}
+    candidates = rows["toy-pooled (pooled)"]["candidates"]
+    assert candidates >= 4 and all(r["candidates"] == candidates for r in rows.values())
+    for head in ("frames", "pooled"):
+        assert rows[f"toy-{head} ({head})"]["t2m_MRR"] > rows[f"untrained {head} (baseline)"]["t2m_MRR"], head
+    report = Path(result["report"])
+    text = report.read_text()
+    assert "untrained pooled (baseline)" in text and f"{int(candidates)}" in text
+    for picture in ("similarity.png", "map.png", "recall.png"):
+        assert (report.parent / picture).stat().st_size > 1000 and f"]({picture})" in text
+
+
+def test_search_finds_an_item_from_its_own_caption(trained: tuple[Path, list]) -> None:
+    root, _ = trained
+    from store.layout import DataRoot
+    from store.manifest import read_manifest
+
+    data_root = DataRoot(root)
+    row = next(r for r in read_manifest(data_root.manifest("captioned")) if r.captions and r.item_id.endswith("@0"))
+    found = search_clips(data_root, row.captions[0], MODEL, k=5, run_id="toy-pooled")
+    group = row.item_id.split("@")[0]
+    assert any(hit.item_id.split("@")[0] == group for hit in found.hits), [h.item_id for h in found.hits]
+    assert [hit.score for hit in found.hits] == sorted((hit.score for hit in found.hits), reverse=True)
+    assert found.run_id == "toy-pooled"

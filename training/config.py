@@ -1,0 +1,109 @@
+"""A training run's configuration: everything that decides its result, written to ``runs/<id>/config.json``.
+
+A run directory belongs to one configuration: resuming with another is refused (a checkpoint's optimizer
+state and schedule only make sense for the settings that produced them), except for the fields in
+:data:`RESUMABLE_CHANGES`, which decide where and how fast a run goes but not what it computes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from training.data import check_fractions
+from training.model import DEFAULT_ENCODER, HEADS
+
+RESUMABLE_CHANGES = frozenset({"device", "num_workers"})
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str
+    """The audio embedder whose space the text embedder learns (its shards under ``embeddings/<model>/``)."""
+    datasets: tuple[str, ...]
+    run_id: str
+    encoder: str = DEFAULT_ENCODER
+    head: str = "pooled"
+    freeze_encoder: bool = False
+    max_length: int = 128
+    stage: int = 1
+    """1: InfoNCE on short clips; 2: InfoNCE + ``mse_weight`` × squared distance (full songs)."""
+    mse_weight: float = 0.0
+    init_from: str | None = None
+    """A run directory (or a run id under ``runs/``) whose best model starts this run, e.g. stage 1 for stage 2."""
+    batch_size: int = 64
+    grad_accum: int = 1
+    lr: float = 1e-4
+    encoder_lr: float | None = None
+    """The encoder's learning rate when it trains; ``lr`` when unset. Pretrained weights usually want less."""
+    weight_decay: float = 0.01
+    temperature: float = 0.07
+    max_grad_norm: float | None = 1.0
+    warmup_steps: int = 100
+    epochs: int = 10
+    max_steps: int | None = None
+    """Optimizer steps to train; when set it wins over ``epochs``."""
+    checkpoint_every: int = 500
+    eval_every: int = 500
+    patience: int | None = 5
+    """Evaluations without a better validation text→music Recall@10 before stopping; ``None`` never stops early."""
+    val_limit: int | None = 1000
+    """Validation pairs (one per group) scored at each evaluation; bounds the audio vectors kept in memory."""
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "datasets", tuple(self.datasets))
+        object.__setattr__(self, "fractions", check_fractions(self.fractions))
+        for problem in self._problems():
+            raise ValueError(f"training config: {problem}")
+
+    def _problems(self) -> list[str]:
+        positive = ("batch_size", "grad_accum", "lr", "epochs", "checkpoint_every", "eval_every", "max_length",
+                    "temperature")
+        problems = [f"{name} must be positive, got {getattr(self, name)}" for name in positive
+                    if getattr(self, name) <= 0]
+        problems += [f"{name} must be positive when set, got {getattr(self, name)}"
+                     for name in ("max_steps", "patience", "val_limit", "encoder_lr", "max_grad_norm")
+                     if getattr(self, name) is not None and getattr(self, name) <= 0]
+        if not _RUN_ID.match(self.run_id):
+            problems.append(f"run_id {self.run_id!r} must be letters, digits, '.', '_' or '-' (a directory name)")
+        if not self.datasets:
+            problems.append("name at least one dataset")
+        if self.head not in HEADS:
+            problems.append(f"head {self.head!r} is not one of {', '.join(HEADS)}")
+        if self.stage not in (1, 2):
+            problems.append(f"stage must be 1 or 2, got {self.stage}")
+        elif (self.stage == 2) != (self.mse_weight > 0):
+            problems.append(f"stage 1 trains InfoNCE alone (mse_weight 0), stage 2 adds the squared distance "
+                            f"(mse_weight > 0); got stage {self.stage} with mse_weight {self.mse_weight}")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.num_workers < 0:
+            problems.append("warmup_steps, weight_decay and num_workers must not be negative")
+        return problems
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training config fields: {', '.join(unknown)}")
+        return cls(**{**data, "datasets": tuple(data["datasets"]), "fractions": tuple(data["fractions"])})
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """``field: mine → theirs`` for each field that differs and would change the result."""
+        mine, theirs = self.to_json(), other.to_json()
+        return [f"{name}: {theirs[name]!r} → {mine[name]!r}" for name in mine
+                if name not in RESUMABLE_CHANGES and mine[name] != theirs[name]]
+
+
+def read_config(path: Path) -> TrainConfig:
+    return TrainConfig.from_json(json.loads(path.read_text()))
