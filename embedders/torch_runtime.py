@@ -21,7 +21,6 @@ the same reasons as the CPU runtime, and the rest of the batch goes on.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from embedders.base import Embedder
 from embedders.runtime import REMAKE, STAGE, EmbedError, clip_chunks
 from embedders.torch_enrichment import enrich
 from processors.errors import AudioError
+from store.forking import forget_inherited_exit_hooks
 from store.status import StatusRecord
 
 WINDOW_S = 10.0
@@ -198,7 +198,7 @@ class TorchRuntime:
             batch_size=None,
             num_workers=self.num_workers,
             prefetch_factor=PREFETCH_CLIPS if self.num_workers else None,
-            worker_init_fn=_forget_inherited_exit_hooks,
+            worker_init_fn=forget_inherited_exit_hooks,
         )
         pin = self.embedder.device.type == "cuda"
         for clips_of_batch in self._gathered(loader):
@@ -306,17 +306,6 @@ class TorchRuntime:
                 f"for {len(audio)} windows, expected ({len(audio)}, {self.embedder.frame_dim}, T)"
             )
         return frames
-
-
-def _forget_inherited_exit_hooks(_worker_id: int) -> None:
-    """A decoding worker is a fork of the calling process (fork starts in 0.1 s; a forkserver or spawn start
-    re-imports the caller's main module, seconds per unit) and inherits its thread-exit hooks. A flow
-    process has Prefect's among them, and Prefect 3.8 resets its services after a fork but still drains
-    them at exit, which fails an assertion there: the worker would exit with 1 and the DataLoader raise. The
-    worker never uses Prefect, so it drops the hooks it inherited."""
-    hooks = getattr(threading, "_threading_atexits", None)
-    if hooks is not None:
-        hooks.clear()
 
 
 def _release_cached_memory(device: torch.device) -> None:

@@ -20,8 +20,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from store.forking import forget_inherited_exit_hooks
 from store.layout import DataRoot
 from store.manifest import ManifestRow, read_manifest
 from store.shards import open_shard, shard_paths
@@ -317,3 +318,12 @@ class EpochBatches(Sampler[list[int]]):
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
         for batch in range(self.start, self.size // self.batch_size):
             yield order[batch * self.batch_size:(batch + 1) * self.batch_size].tolist()
+
+
+def pair_loader(dataset: PairDataset, sampler: EpochBatches, *, num_workers: int = 0, pin_memory: bool = False,
+                generator: torch.Generator | None = None) -> DataLoader:
+    """The DataLoader training reads pairs through: batches from ``sampler``, texts and stacked vectors, worker
+    processes safe to exit inside a Prefect flow (:mod:`store.forking`)."""
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_pairs,
+                      pin_memory=pin_memory, generator=generator,
+                      worker_init_fn=forget_inherited_exit_hooks if num_workers else None)

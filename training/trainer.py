@@ -34,12 +34,11 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader
 
 from store.atomic import locked, write_text_atomic
 from store.layout import DataRoot
 from training.config import TrainConfig, read_config
-from training.data import EpochBatches, Item, PairDataset, ShardReader, collate_pairs, load_splits
+from training.data import EpochBatches, Item, PairDataset, ShardReader, load_splits, pair_loader
 from training.loss import ContrastiveLoss
 from training.metrics import retrieval_metrics
 from training.model import EmbedderConfig, TextEmbedder, autocast, load_text_embedder
@@ -370,9 +369,8 @@ def _micro_batches(dataset: PairDataset, config: TrainConfig, batches_per_epoch:
         sampler = EpochBatches(len(dataset), config.batch_size, seed=config.seed, epoch=epoch, start=start)
         # The loader draws its workers' base seed from this generator, not from the global RNG, which the
         # checkpoint restores for dropout: a resumed run must draw the same dropout masks.
-        yield from DataLoader(dataset, batch_sampler=sampler, num_workers=config.num_workers,
-                              collate_fn=collate_pairs, pin_memory=device.type == "cuda",
-                              generator=torch.Generator().manual_seed(config.seed))
+        yield from pair_loader(dataset, sampler, num_workers=config.num_workers, pin_memory=device.type == "cuda",
+                               generator=torch.Generator().manual_seed(config.seed))
         epoch, start = epoch + 1, 0
 
 

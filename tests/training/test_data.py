@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from corpus import DATASETS, MIXED_SPLIT_GROUP, MODEL, NO_TEXT, NO_VECTOR, Corpus, build_corpus
-from torch.utils.data import DataLoader
 
 from store.manifest import ManifestRow
 from store.shards import iter_shards
@@ -18,11 +17,11 @@ from training.data import (
     EpochBatches,
     PairDataset,
     Splits,
-    collate_pairs,
     group_of,
     hashed_split,
     load_splits,
     official_split,
+    pair_loader,
     tags_sentence,
 )
 
@@ -186,7 +185,7 @@ def test_workers_read_with_their_own_handles_and_match_the_main_process(splits: 
 
     def batches(workers: int) -> list[tuple[list[str], torch.Tensor]]:
         sampler = EpochBatches(len(dataset), 4, seed=0, epoch=1)
-        return list(DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_pairs))
+        return list(pair_loader(dataset, sampler, num_workers=workers))
 
     in_process, in_workers = batches(0), batches(2)
     assert len(in_process) == len(splits.train) // 4
