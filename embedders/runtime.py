@@ -82,25 +82,37 @@ def embed_clip(embedder: Embedder, path: Path, *, chunk_s: float = CHUNK_S) -> n
     chunk_frames = [_frames(embedder, chunk, path) for chunk in clip_chunks(embedder, path, chunk_s)]
     frames = np.concatenate(chunk_frames, axis=-1)
     if frames.shape[-1] == 0:
-        raise EmbedError(
-            "too_short_clip",
-            f"clip {path} is too short for {embedder.name} to produce a single frame; drop it or use a "
-            "longer clip.",
-        )
-    if not np.isfinite(frames).all():
-        raise EmbedError(
-            "non_finite_embedding",
-            f"{embedder.name} produced NaN or infinite features for {path} from finite audio: the model is "
-            "numerically unstable on this clip (with reduced precision, try float32).",
-        )
+        raise too_short(embedder.name, path)
     vector = enrich(frames)[0]
-    if not np.any(vector):
-        raise EmbedError(
-            "zero_embedding",
-            f"{embedder.name} produced all-zero features for {path}: a vector without direction, useless "
-            "for retrieval. Check the clip (is it silent?) and the model's weights.",
-        )
+    problem = unusable(embedder.name, path, vector)
+    if problem is not None:
+        raise problem
     return vector
+
+
+def too_short(model: str, path: Path) -> EmbedError:
+    return EmbedError(
+        "too_short_clip",
+        f"clip {path} is too short for {model} to produce a single frame; drop it or use a longer clip.",
+    )
+
+
+def unusable(model: str, path: Path, vector: np.ndarray) -> EmbedError | None:
+    """Why an enriched vector cannot be stored, if it cannot: NaN or infinite frames make it non-finite,
+    all-zero frames leave it without direction. Shared by both runtimes, so their records agree."""
+    if not np.isfinite(vector).all():
+        return EmbedError(
+            "non_finite_embedding",
+            f"{model} produced NaN or infinite features for {path} from finite audio: the model is numerically "
+            "unstable on this clip (with reduced precision, try float32).",
+        )
+    if not np.any(vector):
+        return EmbedError(
+            "zero_embedding",
+            f"{model} produced all-zero features for {path}: a vector without direction, useless for "
+            "retrieval. Check the clip (is it silent?) and the model's weights.",
+        )
+    return None
 
 
 def _frames(embedder: Embedder, chunk: np.ndarray, path: Path) -> np.ndarray:

@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from embedders.base import Embedder
-from embedders.runtime import REMAKE, STAGE, EmbedError, clip_chunks
+from embedders.runtime import REMAKE, STAGE, EmbedError, clip_chunks, too_short, unusable
 from embedders.torch_enrichment import enrich
 from processors.errors import AudioError
 from store.forking import forget_inherited_exit_hooks
@@ -247,28 +247,12 @@ class TorchRuntime:
             return EmbedError(failure.reason, failure.detail).record(item_id, STAGE)
         frames = torch.cat(windows, dim=-1)
         if frames.shape[-1] == 0:
-            return EmbedError(
-                "too_short_clip",
-                f"clip {batch.paths[index]} is too short for {self.embedder.name} to produce a single frame; "
-                "drop it or use a longer clip.",
-            ).record(item_id, STAGE)
+            return too_short(self.embedder.name, batch.paths[index]).record(item_id, STAGE)
         return enrich(frames[None])[0]
 
     def _checked(self, item_id: str, path: Path, vector: np.ndarray) -> np.ndarray | StatusRecord:
-        """The vector, or the record of why it is unusable (NaN/inf frames give a non-finite vector)."""
-        if not np.isfinite(vector).all():
-            return EmbedError(
-                "non_finite_embedding",
-                f"{self.embedder.name} produced NaN or infinite features for {path} from finite audio: the "
-                "model is numerically unstable on this clip (with reduced precision, try float32).",
-            ).record(item_id, STAGE)
-        if not np.any(vector):
-            return EmbedError(
-                "zero_embedding",
-                f"{self.embedder.name} produced all-zero features for {path}: a vector without direction, "
-                "useless for retrieval. Check the clip (is it silent?) and the model's weights.",
-            ).record(item_id, STAGE)
-        return vector
+        problem = unusable(self.embedder.name, path, vector)
+        return vector if problem is None else problem.record(item_id, STAGE)
 
     def _frames(self, audio: torch.Tensor) -> list[torch.Tensor | _WindowFailure]:
         """Per window ``[frame_dim, T]`` frames or why there are none, ``batch_size`` windows at a time."""
