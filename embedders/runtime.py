@@ -90,6 +90,10 @@ def embed_clip(embedder: Embedder, path: Path, *, chunk_s: float = CHUNK_S) -> n
     return vector
 
 
+def non_finite_audio(path: Path) -> EmbedError:
+    return EmbedError("non_finite_audio", f"clip {path} contains NaN or infinite sample values. {REMAKE}")
+
+
 def too_short(model: str, path: Path) -> EmbedError:
     return EmbedError(
         "too_short_clip",
@@ -117,10 +121,7 @@ def unusable(model: str, path: Path, vector: np.ndarray) -> EmbedError | None:
 
 def _frames(embedder: Embedder, chunk: np.ndarray, path: Path) -> np.ndarray:
     if not np.isfinite(chunk).all():
-        raise EmbedError(
-            "non_finite_audio",
-            f"clip {path} contains NaN or infinite sample values. {REMAKE}",
-        )
+        raise non_finite_audio(path)
     try:
         frames = embedder.frames(chunk[None])
     except Exception as error:  # any failure inside a model is this clip's failure, not the unit's

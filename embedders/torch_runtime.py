@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from embedders.base import Embedder
-from embedders.runtime import REMAKE, STAGE, EmbedError, clip_chunks, too_short, unusable
+from embedders.runtime import REMAKE, STAGE, EmbedError, clip_chunks, non_finite_audio, too_short, unusable
 from embedders.torch_enrichment import enrich
 from processors.errors import AudioError
 from store.forking import forget_inherited_exit_hooks
@@ -100,8 +100,7 @@ class ClipWindows(Dataset[DecodedClip]):
         try:
             windows = list(clip_chunks(self.spec, Path(path), self.window_s))
             if not all(np.isfinite(window).all() for window in windows):
-                detail = f"clip {path} contains NaN or infinite sample values. {REMAKE}"
-                raise EmbedError("non_finite_audio", detail)
+                raise non_finite_audio(Path(path))
         except EmbedError as error:
             return DecodedClip(item_id, Path(path), [], error.record(item_id, STAGE))
         except AudioError as error:
