@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +18,17 @@ from downloaders import all_sources, get_source, source_names
 from downloaders.base import SourceError
 from embedders import EmbedderUnavailableError
 from embedders.weights import SPECS, MissingWeightsError, fetch_weights, locate_weights
+from flows import pipeline as pipeline_flow
 from flows import stages
+from flows.deploy import (
+    REPO,
+    ServerRequiredError,
+    deploy_all,
+    ensure_pools,
+    ensure_result_storage,
+    prefect_executable,
+    require_server,
+)
 from flows.progress import console as errors
 from store.layout import DataRoot
 from store.settings import load_settings
@@ -27,10 +38,15 @@ out = Console(width=None if Console().is_terminal else 160)
 app = typer.Typer(help="Build music-text corpora: ingest, preprocess, embed and verify datasets.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
+StageOption = Annotated[list[str] | None, typer.Option(
+    "--stage", help=f"Only these stages, in pipeline order (repeatable): {', '.join(pipeline_flow.STAGES)}.")]
 RootOption = Annotated[Path | None, typer.Option("--root", help="Data root (default: MUSICTEXT_ROOT or ./data).")]
 ForceOption = Annotated[bool, typer.Option("--force", help="Also retry items that failed permanently.")]
 OptionsOption = Annotated[list[str] | None, typer.Option(
     "--option", "-o", help="Source option KEY=VALUE (repeatable); `musictext datasets` lists them.")]
+DaskOption = Annotated[bool, typer.Option("--dask", help="Run the work units on a Dask LocalCluster.")]
+DaskAddressOption = Annotated[str | None, typer.Option(
+    "--dask-address", help="Run the work units on the Dask cluster at this scheduler, e.g. tcp://10.0.0.5:8786.")]
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, str]:
@@ -83,16 +99,18 @@ def print_summaries(summaries: list[stages.StageSummary]) -> None:
 def ingest(dataset: str, limit: Annotated[int | None, typer.Option(help="Catalogue at most N items.")] = None,
            subset: Annotated[str | None, typer.Option(help="Shorthand for -o subset=X.")] = None,
            split: Annotated[str | None, typer.Option(help="Shorthand for -o split=X.")] = None,
-           option: OptionsOption = None, force: ForceOption = False, root: RootOption = None) -> None:
+           option: OptionsOption = None, force: ForceOption = False, root: RootOption = None,
+           dask: DaskOption = False, dask_address: DaskAddressOption = None) -> None:
     """Catalog a dataset and acquire its audio (incremental: only what is new or still missing)."""
     options = parse_options(option) | {k: v for k, v in {"subset": subset, "split": split}.items() if v}
-    print_summaries(run(stages.ingest, dataset, options, limit, force, root_arg(root)))
+    print_summaries(run(stages.ingest, dataset, options, limit, force, root_arg(root), dask, dask_address))
 
 
 @app.command()
-def preprocess(dataset: str, force: ForceOption = False, root: RootOption = None) -> None:
+def preprocess(dataset: str, force: ForceOption = False, root: RootOption = None, dask: DaskOption = False,
+               dask_address: DaskAddressOption = None) -> None:
     """Cut and resample acquired audio into canonical 44.1 kHz 16-bit FLAC clips."""
-    print_summaries([run(stages.preprocess, dataset, force, root_arg(root))])
+    print_summaries([run(stages.preprocess, dataset, force, root_arg(root), dask, dask_address)])
 
 
 @app.command()
@@ -103,18 +121,20 @@ def embed(dataset: str, model: Annotated[str, typer.Option(help="Audio embedder:
           device: Annotated[list[str] | None, typer.Option(
               help="Device to run the model on, e.g. cuda:0 (repeatable; default: every GPU, else the CPU).")]
           = None,
-          force: ForceOption = False, root: RootOption = None) -> None:
+          force: ForceOption = False, root: RootOption = None, dask: DaskOption = False,
+          dask_address: DaskAddressOption = None) -> None:
     """Embed every clip that has no vector from MODEL yet into new HDF5 shards."""
     weights_arg = str(weights) if weights else None
-    print_summaries([run(stages.embed, dataset, model, force, root_arg(root), weights_arg, device)])
+    print_summaries([run(stages.embed, dataset, model, force, root_arg(root), weights_arg, device, dask,
+                         dask_address)])
 
 
 @app.command()
 def verify(dataset: str,
            model: Annotated[list[str] | None, typer.Option(help="Models to check (default: all).")] = None,
-           root: RootOption = None) -> None:
+           root: RootOption = None, dask: DaskOption = False, dask_address: DaskAddressOption = None) -> None:
     """Check clips and shards and write reports/<dataset>/verification.{json,md}."""
-    print_summaries([run(stages.verify, dataset, model, root_arg(root))])
+    print_summaries([run(stages.verify, dataset, model, root_arg(root), dask, dask_address)])
 
 
 @app.command()
@@ -122,15 +142,24 @@ def pipeline(dataset: Annotated[list[str] | None,
                                 typer.Option("--dataset", "-d", help="Datasets (repeatable).")] = None,
              limit: Annotated[int | None, typer.Option(help="Catalogue at most N items per dataset.")] = None,
              model: Annotated[list[str] | None, typer.Option(help="Audio embedders (repeatable).")] = None,
-             option: OptionsOption = None, force: ForceOption = False, root: RootOption = None) -> None:
-    """catalog → acquire → preprocess → embed → verify, for each dataset."""
+             stage: StageOption = None, option: OptionsOption = None, force: ForceOption = False,
+             root: RootOption = None, dask: DaskOption = False, dask_address: DaskAddressOption = None,
+             in_process: Annotated[bool, typer.Option(
+                 "--in-process", help="Embed and train here even when the server has the gpu deployments.")]
+             = False) -> None:
+    """catalog → acquire → preprocess → embed → verify (→ train), for each dataset."""
     datasets = dataset or ["synthetic"]
     given = parse_options(option)
     per_dataset = {d: {k: v for k, v in given.items() if k in get_source(d).options} for d in datasets}
     unused = set(given) - {k for opts in per_dataset.values() for k in opts}
     if unused:
         raise typer.BadParameter(f"no dataset of this run takes {', '.join(sorted(unused))}", param_hint="--option")
-    summaries = run(stages.pipeline, datasets, per_dataset, limit, model or ["dsp"], force, root_arg(root))
+    try:
+        pipeline_flow.check_stages(stage)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--stage") from None
+    summaries = run(pipeline_flow.pipeline, datasets, per_dataset, limit, model or ["dsp"], force, root_arg(root),
+                    stages=stage, dask=dask, dask_address=dask_address, hand_off=not in_process)
     print_summaries(summaries)
     data_root = DataRoot(load_settings(root=root_arg(root)).root)
     out.print(f"\nData root: [bold]{data_root.path}[/]")
@@ -289,3 +318,89 @@ def datasets() -> None:
         table.add_row(source.name, source.description, source.needs, options)
     out.print(table)
     out.print(f"{len(source_names())} source(s).")
+
+
+@app.command()
+def server(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+           port: Annotated[int, typer.Option(help="Port of the API and the UI.")] = 4200) -> None:
+    """Start a local Prefect server (SQLite under PREFECT_HOME) for run history, the UI, schedules and workers."""
+    errors.print(f"Prefect UI and API on http://{host}:{port}; in every other shell (CLI, workers):\n"
+                 f"  export PREFECT_API_URL=http://{host}:{port}/api")
+    os.execv(prefect_executable(), [prefect_executable(), "server", "start", "--host", host, "--port", str(port)])
+
+
+@app.command()
+def worker(pool: Annotated[str, typer.Option(help="Work pool: cpu or gpu.")] = "cpu",
+           name: Annotated[str | None, typer.Option(help="Worker name (default: Prefect's).")] = None,
+           limit: Annotated[int | None, typer.Option(
+               help="Flow runs at once (default: 1 on the gpu pool, one GPU job at a time; else no limit).")]
+           = None) -> None:
+    """Start a process worker on POOL, running flow runs from this clone of the repository."""
+    with server_required():
+        command = [prefect_executable(), "worker", "start", "--pool", pool, "--type", "process"]
+        command += ["--name", name] if name else []
+        limit = limit if limit is not None else (1 if pool == "gpu" else None)
+        command += ["--limit", str(limit)] if limit else []
+        os.environ.setdefault("MUSICTEXT_REPO", str(REPO))
+        os.execv(command[0], command)
+
+
+@app.command()
+def deploy(root: RootOption = None) -> None:
+    """Create the cpu and gpu work pools and every deployment of deployments/prefect.yaml (idempotent)."""
+    from prefect.client.orchestration import get_client
+
+    with server_required(), get_client(sync_client=True) as client:
+        pools = ensure_pools(client)
+        storage = ensure_result_storage(client, DataRoot(load_settings(root=root_arg(root)).root))
+    for pool, outcome in pools.items():
+        out.print(f"work pool {pool}: {outcome}")
+    out.print(storage)
+    deploy_all()
+    out.print("Start workers: `musictext worker --pool cpu` and, on a GPU machine, `musictext worker --pool gpu`.")
+
+
+@app.command()
+def reprocess(dataset: str, stage: StageOption = None,
+              model: Annotated[list[str] | None, typer.Option(help="Audio embedders (repeatable).")] = None,
+              limit: Annotated[int | None, typer.Option(help="Catalogue at most N items.")] = None,
+              force: ForceOption = False,
+              wait: Annotated[bool, typer.Option(help="Follow the run until it ends.")] = True,
+              deployment: Annotated[str, typer.Option(help="The pipeline deployment to run.")] = "pipeline/cpu",
+              ) -> None:
+    """Re-process DATASET on the server: a run of the pipeline deployment, followed here until it ends."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_UI_URL
+
+    from flows.watch import follow
+
+    stages_given = None
+    if stage:
+        try:
+            stages_given = pipeline_flow.check_stages(stage)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--stage") from None
+    given = {"datasets": [dataset], "stages": stages_given, "models": model, "limit": limit, "force": force or None}
+    parameters = {key: value for key, value in given.items() if value is not None}
+    with server_required(), get_client(sync_client=True) as client:
+        flow_run = run_deployment(deployment, parameters=parameters, timeout=0, as_subflow=False,
+                                  flow_run_name=pipeline_flow.run_name([dataset], model))
+        out.print(f"flow run {flow_run.name}: {PREFECT_UI_URL.value()}/runs/flow-run/{flow_run.id}")
+        if not wait:
+            return
+        ended = follow(client, flow_run.id, out)
+    state = ended.state
+    out.print(f"{ended.name}: {state.name}" + (f" ({state.message})" if state.message else ""))
+    if not state.is_completed():
+        raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def server_required() -> Iterator[None]:
+    try:
+        require_server()
+    except ServerRequiredError as error:
+        errors.print(f"[red]error:[/] {escape(str(error))}")
+        raise typer.Exit(2) from None
+    yield

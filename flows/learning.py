@@ -21,6 +21,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.context import FlowRunContext
+from prefect.runtime import flow_run
 
 from flows.progress import artifact_key
 from store.layout import DataRoot
@@ -46,7 +47,14 @@ def run_ids(run_id: str, heads: list[str], stage2: bool) -> list[str]:
     return base + [f"{name}{STAGE2_SUFFIX}" for name in base] if stage2 else base
 
 
-@flow(name="train", flow_run_name="train-{model}-{run_id}")
+def _train_run_name() -> str:
+    """``train-<run id>``, the run id defaulting to ``<model>-<datasets>`` as in :func:`train`."""
+    parameters = flow_run.parameters
+    datasets = "-".join(parameters.get("datasets") or ["synthetic"])
+    return f"train-{parameters.get('run_id') or parameters.get('model', 'dsp') + '-' + datasets}"
+
+
+@flow(name="train", flow_run_name=_train_run_name, persist_result=True)
 def train(model: str = "dsp", datasets: list[str] | None = None, run_id: str | None = None,
           heads: list[str] | None = None, stage2_mse_weight: float = 0.0, root: str | None = None,
           options: dict[str, Any] | None = None) -> list[RunSummary]:

@@ -1,8 +1,9 @@
-"""The Prefect flows: one per stage and ``pipeline``, the DAG of all of them.
+"""The Prefect flows of the stages (:mod:`flows.pipeline` chains them).
 
-Thin by design: each flow reads the manifest, asks :mod:`flows.plan` what is left, cuts it into work
-units of ``unit_size`` items and submits one task per unit (never per item: Prefect costs ~30 ms per
-task run) to a bounded thread pool. The same code runs embedded, on a server and on work pools.
+Thin by design: each flow holds its stage's lock on the dataset (:mod:`flows.exclusive`), reads the
+manifest, asks :mod:`flows.plan` what is left, cuts it into work units of ``unit_size`` items and submits
+one task per unit (never per item: Prefect costs ~30 ms per task run) to a bounded thread pool or a Dask
+cluster (:mod:`flows.scale_out`). The same code runs embedded, on a server and on work pools.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from flows.devices import (
     unit_device,
     uses_devices,
 )
+from flows.exclusive import one_run_at_a_time
 from flows.plan import Plan, chunks, plan_acquire, plan_embed, plan_preprocess, plan_verify
 from flows.progress import StageProgress, artifact_key
+from flows.scale_out import unit_runner
 from store.atomic import sweep_stale_temps
 from store.layout import DataRoot
 from store.manifest import ManifestRow, merge_rows, read_manifest, write_manifest
@@ -185,12 +188,13 @@ def catalog(dataset: str, options: dict[str, Any] | None = None, limit: int | No
     data_root, settings = _context(root)
     source = get_source(dataset)
     source.check_options(options or {})
-    _sweep(data_root, dataset)
-    ctx = SourceContext(data_root, settings, options or {}, limit)
-    existing = read_manifest(data_root.manifest(dataset))
-    update = merge_rows(existing, source.catalog(ctx))
-    if update.dirty:
-        write_manifest(data_root.manifest(dataset), update.rows)
+    with one_run_at_a_time(data_root, "catalog", dataset):
+        _sweep(data_root, dataset)
+        ctx = SourceContext(data_root, settings, options or {}, limit)
+        existing = read_manifest(data_root.manifest(dataset))
+        update = merge_rows(existing, source.catalog(ctx))
+        if update.dirty:
+            write_manifest(data_root.manifest(dataset), update.rows)
     summary = StageSummary(dataset, "catalog", len(update.rows), len(existing), update.added + update.changed,
                            update.added + update.changed, 0, 0, {},
                            extra=f"{update.added} added, {update.changed} changed")
@@ -198,43 +202,52 @@ def catalog(dataset: str, options: dict[str, Any] | None = None, limit: int | No
 
 
 @flow(name="acquire", flow_run_name="acquire-{dataset}", task_runner=RUNNER)
-def acquire(dataset: str, options: dict[str, Any] | None = None, force: bool = False,
-            root: str | None = None) -> StageSummary:
+def acquire(dataset: str, options: dict[str, Any] | None = None, force: bool = False, root: str | None = None,
+            dask: bool = False, dask_address: str | None = None) -> StageSummary:
     """Fetch (or render) the audio of every catalogued item that does not have it yet."""
     data_root, settings = _context(root)
     source = get_source(dataset)
-    _sweep(data_root, dataset)
-    plan = plan_acquire(_manifest(data_root, dataset), data_root, source, force=force)
-    ctx = SourceContext(data_root, settings, options or {})
-    units = chunks(plan.todo, settings.unit_size)
-    results = _run_units("acquire", dataset, acquire_task, [(u, ctx) for u in units], [len(u) for u in units])
+    with one_run_at_a_time(data_root, "acquire", dataset):
+        _sweep(data_root, dataset)
+        plan = plan_acquire(_manifest(data_root, dataset), data_root, source, force=force)
+        ctx = SourceContext(data_root, settings, options or {})
+        units = chunks(plan.todo, settings.unit_size)
+        with unit_runner(dask, dask_address, settings.workers) as runner:
+            results = _run_units("acquire", dataset, acquire_task, [(u, ctx) for u in units],
+                                 [len(u) for u in units], runner)
     return _publish(StageSummary.from_plan(dataset, "acquire", plan, results))
 
 
 @flow(name="preprocess", flow_run_name="preprocess-{dataset}", task_runner=RUNNER)
-def preprocess(dataset: str, force: bool = False, root: str | None = None) -> StageSummary:
+def preprocess(dataset: str, force: bool = False, root: str | None = None, dask: bool = False,
+               dask_address: str | None = None) -> StageSummary:
     """Decode, clip and resample acquired audio into canonical 44.1 kHz 16-bit FLAC clips."""
     data_root, settings = _context(root)
-    _sweep(data_root, dataset)
-    plan = plan_preprocess(_manifest(data_root, dataset), data_root, dataset, force=force)
-    units = chunks(plan.todo, settings.unit_size)
-    adopted = [adopt_task(plan.adopt, data_root, label=f"adopt-clips-{dataset}")] if plan.adopt else []
-    results = adopted + _run_units("preprocess", dataset, preprocess_task,
-                                   [(u, data_root, settings) for u in units], [len(u) for u in units])
+    with one_run_at_a_time(data_root, "preprocess", dataset):
+        _sweep(data_root, dataset)
+        plan = plan_preprocess(_manifest(data_root, dataset), data_root, dataset, force=force)
+        units = chunks(plan.todo, settings.unit_size)
+        adopted = [adopt_task(plan.adopt, data_root, label=f"adopt-clips-{dataset}")] if plan.adopt else []
+        with unit_runner(dask, dask_address, settings.workers) as runner:
+            results = adopted + _run_units("preprocess", dataset, preprocess_task,
+                                           [(u, data_root, settings) for u in units], [len(u) for u in units], runner)
     summary = StageSummary.from_plan(dataset, "preprocess", plan, results)
     if plan.adopt:
         summary.extra = f"{len(plan.adopt)} clip(s) kept from an interrupted run"
     return _publish(summary)
 
 
-@flow(name="embed", flow_run_name="embed-{dataset}-{model}", task_runner=RUNNER)
+@flow(name="embed", flow_run_name="embed-{dataset}-{model}", task_runner=RUNNER, persist_result=True)
 def embed(dataset: str, model: str = "dsp", force: bool = False, root: str | None = None,
-          weights: str | None = None, devices: list[str] | None = None) -> StageSummary:
+          weights: str | None = None, devices: list[str] | None = None, dask: bool = False,
+          dask_address: str | None = None) -> StageSummary:
     """Embed every clip that has no vector from ``model`` yet into new append-only HDF5 shards.
 
     ``weights``: a directory holding the model's weights (default: ``weights_dirs`` in the settings, then
     the Hugging Face cache). ``devices``: where the model runs (default: ``embed_devices``, then every
-    visible GPU, then the CPU). Missing weights stop the flow here, before any work.
+    visible GPU, then the CPU). Missing weights stop the flow here, before any work. The weight-free
+    ``dsp`` runs its units like the other stages (on Dask when asked); the others on their devices.
+    The result is persisted: a pipeline that handed this run to the ``gpu`` pool reads it back.
     """
     data_root, settings = _context(root)
     weights = weights or _configured_weights(settings, model)
@@ -243,18 +256,20 @@ def embed(dataset: str, model: str = "dsp", force: bool = False, root: str | Non
         loaded_embedder(model, weights, devices[0])
     else:
         check_weights(model, weights)
-    _sweep(data_root, dataset)
-    plan = plan_embed(_manifest(data_root, dataset), data_root, dataset, model, force=force)
-    units = chunks([r.item_id for r in plan.todo], settings.unit_size)
-    unit_device = devices[0] if len(devices) == 1 else None
-    args = [(dataset, model, u, data_root, settings, weights, unit_device) for u in units]
-    sizes = [len(u) for u in units]
-    if uses_devices(model):
-        get_run_logger().info("embedding with %s on %s", model, ", ".join(devices))
-        with device_runner(devices) as runner:
+    with one_run_at_a_time(data_root, f"embed-{model}", dataset):
+        _sweep(data_root, dataset)
+        plan = plan_embed(_manifest(data_root, dataset), data_root, dataset, model, force=force)
+        units = chunks([r.item_id for r in plan.todo], settings.unit_size)
+        unit_device = devices[0] if len(devices) == 1 else None
+        args = [(dataset, model, u, data_root, settings, weights, unit_device) for u in units]
+        sizes = [len(u) for u in units]
+        if uses_devices(model):
+            get_run_logger().info("embedding with %s on %s", model, ", ".join(devices))
+            runner_context = device_runner(devices)
+        else:
+            runner_context = unit_runner(dask, dask_address, settings.workers)
+        with runner_context as runner:
             results = _run_units(f"embed-{model}", dataset, embed_task, args, sizes, runner)
-    else:
-        results = _run_units(f"embed-{model}", dataset, embed_task, args, sizes)
     summary = StageSummary.from_plan(dataset, f"embed:{model}", plan, results)
     summary.extra = f"{sum(r.shard is not None for r in results)} new shard(s)"
     return _publish(summary)
@@ -266,26 +281,30 @@ def _configured_weights(settings: Settings, model: str) -> str | None:
 
 
 @flow(name="verify", flow_run_name="verify-{dataset}", task_runner=RUNNER)
-def verify(dataset: str, models: list[str] | None = None, root: str | None = None) -> StageSummary:
+def verify(dataset: str, models: list[str] | None = None, root: str | None = None, dask: bool = False,
+           dask_address: str | None = None) -> StageSummary:
     """Check clips and shards, and write the dataset report (JSON + Markdown) under ``reports/``."""
     data_root, settings = _context(root)
-    rows = _manifest(data_root, dataset)
-    plan = plan_verify(rows, data_root, dataset)
-    units = chunks(plan.todo, settings.unit_size)
-    results = _run_units("verify", dataset, verify_task, [(u, data_root, settings) for u in units],
-                         [len(u) for u in units])
-    models = models if models is not None else data_root.models(dataset)
-    manifest_ids = {r.item_id for r in rows}
-    verified = [r for item_id, r in read_status(data_root.status_dir("verify", dataset)).items()
-                if item_id in manifest_ids]
-    checks = Checks(
-        clips_checked=len(verified),
-        clip_problems=[Problem(r.item_id, r.reason or "unspecified", r.detail or "") for r in verified if not r.is_ok],
-        shards={m: check_model_shards(data_root.shard_dir(m, dataset), m, manifest_ids=manifest_ids)
-                for m in models},
-    )
-    report = dataset_report(data_root, dataset, models=models, checks=checks)
-    json_path, md_path = write_report(data_root, report)
+    with one_run_at_a_time(data_root, "verify", dataset):
+        rows = _manifest(data_root, dataset)
+        plan = plan_verify(rows, data_root, dataset)
+        units = chunks(plan.todo, settings.unit_size)
+        with unit_runner(dask, dask_address, settings.workers) as runner:
+            results = _run_units("verify", dataset, verify_task, [(u, data_root, settings) for u in units],
+                                 [len(u) for u in units], runner)
+        models = models if models is not None else data_root.models(dataset)
+        manifest_ids = {r.item_id for r in rows}
+        verified = [r for item_id, r in read_status(data_root.status_dir("verify", dataset)).items()
+                    if item_id in manifest_ids]
+        checks = Checks(
+            clips_checked=len(verified),
+            clip_problems=[Problem(r.item_id, r.reason or "unspecified", r.detail or "")
+                           for r in verified if not r.is_ok],
+            shards={m: check_model_shards(data_root.shard_dir(m, dataset), m, manifest_ids=manifest_ids)
+                    for m in models},
+        )
+        report = dataset_report(data_root, dataset, models=models, checks=checks)
+        json_path, md_path = write_report(data_root, report)
     summary = StageSummary.from_plan(dataset, "verify", plan, results)
     shard_problems = sum(len(c.problems) for c in checks.shards.values())
     summary.extra = f"report {md_path}; {shard_problems} shard problem(s); verdict {report.verdict}"
@@ -297,22 +316,8 @@ def verify(dataset: str, models: list[str] | None = None, root: str | None = Non
 
 @flow(name="ingest", flow_run_name="ingest-{dataset}", task_runner=RUNNER)
 def ingest(dataset: str, options: dict[str, Any] | None = None, limit: int | None = None,
-           force: bool = False, root: str | None = None) -> list[StageSummary]:
+           force: bool = False, root: str | None = None, dask: bool = False,
+           dask_address: str | None = None) -> list[StageSummary]:
     """Catalog then acquire: what a scheduled incremental ingestion of one dataset runs."""
-    return [catalog(dataset, options, limit, root), acquire(dataset, options, force, root)]
-
-
-@flow(name="pipeline", flow_run_name="pipeline-{datasets}", task_runner=RUNNER)
-def pipeline(datasets: list[str], options: dict[str, dict[str, Any]] | None = None, limit: int | None = None,
-             models: list[str] | None = None, force: bool = False, root: str | None = None) -> list[StageSummary]:
-    """catalog → acquire → preprocess → embed → verify for each dataset, each stage incremental."""
-    models = models or ["dsp"]
-    summaries: list[StageSummary] = []
-    for dataset in datasets:
-        dataset_options = (options or {}).get(dataset, {})
-        summaries += ingest(dataset, dataset_options, limit, force, root)
-        summaries.append(preprocess(dataset, force, root))
-        summaries += [embed(dataset, model, force, root) for model in models]
-        summaries.append(verify(dataset, models, root))
-    return summaries
-
+    return [catalog(dataset, options, limit, root),
+            acquire(dataset, options, force, root, dask=dask, dask_address=dask_address)]

@@ -11,7 +11,7 @@ import fcntl
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 _TEMP = re.compile(r"^\..+\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
@@ -89,14 +89,21 @@ def sweep_stale_temps(directory: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def locked(target: Path) -> Iterator[None]:
+def locked(target: Path, on_busy: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold the advisory lock of ``target`` (``.<name>.lock`` beside it) for as long as the block runs.
 
     Workers (threads or processes) that would write the same file take turns; the lock file stays, empty.
+    ``on_busy`` is called once, before waiting, when another holder has the lock (to say who is waited for).
+    The kernel drops the lock when its process dies, so a killed holder never blocks the next one.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.with_name(f".{target.name}.lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_busy is not None:
+                on_busy()
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:

@@ -63,6 +63,10 @@ class DataRoot:
     def shard_dir(self, model: str, dataset: str) -> Path:
         return self.path / "embeddings" / model / dataset
 
+    def lock(self, stage: str, key: str) -> Path:
+        """What one run of ``stage`` on ``key`` (a dataset) holds, so two such runs never overlap."""
+        return self.path / "locks" / stage / key
+
     def runs_dir(self) -> Path:
         return self.path / "runs"
 

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from kill import count_files, leftovers, run_until
 
-from flows import stages
+from flows.pipeline import pipeline
 from store.layout import DataRoot, item_key
 from store.manifest import read_manifest
 from store.shards import iter_shards, shard_paths
@@ -43,7 +43,7 @@ def reference(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
     root = tmp_path_factory.mktemp("reference")
     os.environ["MUSICTEXT_UNIT_SIZE"] = "4"
     try:
-        stages.pipeline(["synthetic"], limit=ITEMS, models=["dsp"], root=str(root))
+        pipeline(["synthetic"], limit=ITEMS, models=["dsp"], root=str(root))
     finally:
         del os.environ["MUSICTEXT_UNIT_SIZE"]
     return DataRoot(root)
@@ -69,7 +69,7 @@ def test_rerun_with_nothing_new_does_no_work(reference: DataRoot) -> None:
     clips_before = file_times(reference.clip_dir("synthetic"))
     shards_before = shard_paths(reference.shard_dir("dsp", "synthetic"))
     manifest_before = reference.manifest("synthetic").stat().st_mtime_ns
-    summaries = stages.pipeline(["synthetic"], limit=ITEMS, models=["dsp"], root=str(reference.path))
+    summaries = pipeline(["synthetic"], limit=ITEMS, models=["dsp"], root=str(reference.path))
     assert [s.worked for s in summaries] == [0] * len(summaries)
     assert file_times(reference.clip_dir("synthetic")) == clips_before
     assert shard_paths(reference.shard_dir("dsp", "synthetic")) == shards_before
@@ -78,8 +78,8 @@ def test_rerun_with_nothing_new_does_no_work(reference: DataRoot) -> None:
 
 def test_growing_the_limit_only_does_the_new_items(reference: DataRoot, tmp_path: Path) -> None:
     root = tmp_path / "grow"
-    stages.pipeline(["synthetic"], limit=4, models=["dsp"], root=str(root))
-    summaries = {s.stage: s for s in stages.pipeline(["synthetic"], limit=6, models=["dsp"], root=str(root))}
+    pipeline(["synthetic"], limit=4, models=["dsp"], root=str(root))
+    summaries = {s.stage: s for s in pipeline(["synthetic"], limit=6, models=["dsp"], root=str(root))}
     assert summaries["preprocess"].worked == 2 and summaries["preprocess"].done_before == 4
     assert summaries["embed:dsp"].worked == 2
     grown, ref = embeddings(DataRoot(root)), embeddings(reference)
@@ -128,3 +128,42 @@ def test_flows_publish_counts_progress_and_report_artifacts(reference: DataRoot)
     assert 100.0 in progress  # (runs killed by other tests leave theirs part-way)
     assert by_key["synthetic-verification-report"].type == "markdown"
     assert '"stage": "preprocess"' in str(by_key["synthetic-preprocess-counts"].data).replace("'", '"')
+
+
+def assert_same_outputs(root: DataRoot, reference: DataRoot) -> None:
+    """Same manifest rows, the same clip samples and the same vectors as the reference run (to float32 rounding)."""
+    assert read_manifest(root.manifest("synthetic")) == read_manifest(reference.manifest("synthetic"))
+    for row in read_manifest(reference.manifest("synthetic")):
+        ours, theirs = (sf.read(r.clip_path("synthetic", row.item_id)) for r in (root, reference))
+        np.testing.assert_array_equal(ours[0], theirs[0])
+    vectors, expected = embeddings(root), embeddings(reference)
+    assert vectors.keys() == expected.keys()
+    for item_id, vector in vectors.items():  # Dask workers run BLAS on one thread: sums differ in the last bit
+        np.testing.assert_allclose(vector, expected[item_id], rtol=1e-5, atol=1e-7)
+
+
+def test_dask_local_cluster_gives_the_same_outputs(reference: DataRoot, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MUSICTEXT_UNIT_SIZE", "4")
+    root = DataRoot(tmp_path / "dask")
+    summaries = pipeline(["synthetic"], limit=ITEMS, models=["dsp"], root=str(root.path), dask=True)
+    assert {s.stage: s.ok for s in summaries} == {"catalog": ITEMS, "acquire": ITEMS, "preprocess": ITEMS,
+                                                 "embed:dsp": ITEMS, "verify": ITEMS}
+    assert_same_outputs(root, reference)
+
+
+def test_work_units_spread_over_the_workers_of_an_existing_dask_cluster(
+        reference: DataRoot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from distributed import Client, LocalCluster
+
+    monkeypatch.setenv("MUSICTEXT_UNIT_SIZE", "2")
+    root = DataRoot(tmp_path / "cluster")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        pipeline(["synthetic"], limit=ITEMS, models=["dsp"], root=str(root.path),
+                 dask_address=cluster.scheduler_address)
+        finished = client.run(lambda dask_worker: sum(entry[2] == "memory" for entry in dask_worker.state.log))
+    assert len(finished) == 2
+    assert all(count > 0 for count in finished.values()), finished  # both workers ran units
+    assert sum(finished.values()) >= 4 * (ITEMS // 2)  # acquire, preprocess, embed and verify: 5 units each
+    assert_same_outputs(root, reference)

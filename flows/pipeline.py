@@ -1,0 +1,93 @@
+"""The pipeline flow: ingest → preprocess → embed → verify for each dataset, then training, each incremental.
+
+Embedding and training go to the ``gpu`` work pool when the server has their deployments, and run
+in this process otherwise (:mod:`flows.handoff`); the other stages run here, as subflows. With Dask,
+one cluster serves every stage of the run (:mod:`flows.scale_out`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from flows.handoff import EMBED_DEPLOYMENT, TRAIN_DEPLOYMENT, deployed, run_on_pool
+from flows.scale_out import dask_cluster
+from flows.stages import RUNNER, StageSummary, embed, ingest, preprocess, verify
+from store.settings import load_settings
+
+STAGES = ("ingest", "preprocess", "embed", "verify", "train")
+DEFAULT_STAGES = ("ingest", "preprocess", "embed", "verify")
+
+
+def run_name(datasets: list[str] | None, models: list[str] | None) -> str:
+    """``pipeline-<datasets>-<models>``, e.g. ``pipeline-synthetic-dsp``, so runs read apart in the UI."""
+    return "-".join(["pipeline", *(datasets or ["synthetic"]), *(models or ["dsp"])])
+
+
+def _run_name() -> str:
+    return run_name(flow_run.parameters.get("datasets"), flow_run.parameters.get("models"))
+
+
+def check_stages(stages: Sequence[str] | None) -> list[str]:
+    """``stages`` in pipeline order (default: all but training); unknown names raise."""
+    chosen = set(stages or DEFAULT_STAGES)
+    unknown = sorted(chosen - set(STAGES))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STAGES)}")
+    return [stage for stage in STAGES if stage in chosen]
+
+
+@flow(name="pipeline", flow_run_name=_run_name, task_runner=RUNNER)
+def pipeline(datasets: list[str] | None = None, options: dict[str, dict[str, Any]] | None = None,
+             limit: int | None = None, models: list[str] | None = None, force: bool = False,
+             root: str | None = None, stages: list[str] | None = None, train_options: dict[str, Any] | None = None,
+             dask: bool = False, dask_address: str | None = None, hand_off: bool = True) -> list[StageSummary]:
+    """Run ``stages`` (default ingest, preprocess, embed, verify; add ``train``) of ``datasets`` with ``models``.
+
+    ``options``: source options per dataset. ``train_options``: training settings (epochs, max_steps,
+    freeze_encoder, lr, device, …) for one run per model over all ``datasets``. ``dask``/``dask_address``:
+    run work units on a Dask cluster (a LocalCluster for this run, or the scheduler at that address).
+    ``hand_off``: give embedding and training to the ``gpu`` pool when their deployments exist.
+    """
+    datasets = datasets or ["synthetic"]
+    models = models or ["dsp"]
+    chosen = check_stages(stages)
+    embed_on_pool = hand_off and "embed" in chosen and deployed(EMBED_DEPLOYMENT)
+    summaries: list[StageSummary] = []
+    with dask_cluster(dask, dask_address, load_settings(root=root).workers) as address:
+        units = {"dask_address": address}
+        for dataset in datasets:
+            if "ingest" in chosen:
+                summaries += ingest(dataset, (options or {}).get(dataset, {}), limit, force, root, **units)
+            if "preprocess" in chosen:
+                summaries.append(preprocess(dataset, force, root, **units))
+            if "embed" in chosen:
+                for model in models:
+                    parameters = {"dataset": dataset, "model": model, "force": force, "root": root}
+                    summaries.append(
+                        run_on_pool(EMBED_DEPLOYMENT, parameters | {"dask_address": dask_address},
+                                    f"embed-{dataset}-{model}")
+                        if embed_on_pool else embed(**parameters, **units))
+            if "verify" in chosen:
+                summaries.append(verify(dataset, models, root, **units))
+    if "train" in chosen:
+        summaries += [_train(model, datasets, root, train_options or {}, hand_off) for model in models]
+    return summaries
+
+
+def _train(model: str, datasets: list[str], root: str | None, options: dict[str, Any],
+           hand_off: bool) -> StageSummary:
+    """Train text embedders into ``model``'s space (both heads) and sum the runs up as one row."""
+    from flows import learning  # torch and transformers load only for a pipeline that trains
+
+    parameters = {"model": model, "datasets": datasets, "root": root, "options": options}
+    runs: list[learning.RunSummary] = (
+        run_on_pool(TRAIN_DEPLOYMENT, parameters, f"train-{model}-{'-'.join(datasets)}")
+        if hand_off and deployed(TRAIN_DEPLOYMENT) else learning.train(**parameters))
+    notes = "; ".join(f"{r.config.run_id}: val text→music R@10 {r.result.best_metrics.get('t2m_R@10', 0):.3f} "
+                      f"at step {r.result.best_step}" for r in runs)
+    pairs = runs[0].result.split_sizes.get("train", 0) if runs else 0
+    return StageSummary("+".join(datasets), f"train:{model}", pairs, 0, len(runs), len(runs), 0, 0, {}, notes)
