@@ -8,8 +8,10 @@ MODELS_STAMP := $(MODELS_VENV)/.installed
 DEMO_LIMIT ?= 1200
 DEMO_EPOCHS ?= 8
 SYSTEM_TOOLS := ffmpeg ffprobe fluidsynth
+# The tests also screenshot the Prefect UI with Debian's headless chromium (no browser download).
+TEST_TOOLS := chromium
 
-.PHONY: demo test lint system-deps clean-demo
+.PHONY: demo test lint system-deps test-deps apt-install clean-demo
 
 demo: $(STAMP)
 	$(BIN)/musictext pipeline --dataset synthetic --limit $(DEMO_LIMIT) --model dsp
@@ -19,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/musictext evaluate demo-frames demo-pooled --name demo
 	$(BIN)/musictext search "a slow solo piano piece in a minor key" --model dsp --k 5
 
-test: $(STAMP) $(MODELS_STAMP)
+test: $(STAMP) $(MODELS_STAMP) test-deps
 	$(BIN)/python -m pytest -q
 	$(MODELS_VENV)/bin/python -m pytest -q tests/models
 
@@ -27,12 +29,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 system-deps:
-	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	@$(MAKE) --no-print-directory apt-install TOOLS="$(SYSTEM_TOOLS)" PACKAGES="ffmpeg fluidsynth"
+
+test-deps:
+	@$(MAKE) --no-print-directory apt-install TOOLS="$(TEST_TOOLS)" PACKAGES="chromium"
+
+# Installs PACKAGES when one of TOOLS is not on PATH (as root, or through sudo).
+apt-install:
+	@missing=""; for tool in $(TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages for:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; \
-	  else echo "missing$$missing and no root/sudo: install ffmpeg and fluidsynth with your package manager" >&2; exit 1; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg fluidsynth >/dev/null; \
+	  else echo "missing$$missing and no root/sudo: install $(PACKAGES) with your package manager" >&2; exit 1; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(PACKAGES) >/dev/null; \
 	fi
 
 $(BIN)/python:

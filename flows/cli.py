@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -326,6 +327,8 @@ def server(host: Annotated[str, typer.Option(help="Address to listen on.")] = "1
     """Start a local Prefect server (SQLite under PREFECT_HOME) for run history, the UI, schedules and workers."""
     errors.print(f"Prefect UI and API on http://{host}:{port}; in every other shell (CLI, workers):\n"
                  f"  export PREFECT_API_URL=http://{host}:{port}/api")
+    # The UI asks the browser to call the API at PREFECT_SERVER_UI_API_URL, which `--port` does not change.
+    os.environ.setdefault("PREFECT_SERVER_UI_API_URL", f"http://{host}:{port}/api")
     os.execv(prefect_executable(), [prefect_executable(), "server", "start", "--host", host, "--port", str(port)])
 
 
@@ -342,6 +345,9 @@ def worker(pool: Annotated[str, typer.Option(help="Work pool: cpu or gpu.")] = "
         limit = limit if limit is not None else (1 if pool == "gpu" else None)
         command += ["--limit", str(limit)] if limit else []
         os.environ.setdefault("MUSICTEXT_REPO", str(REPO))
+        # Started in the background (`nohup … &`), a worker inherits an ignored SIGINT, and Prefect's worker
+        # turns SIGTERM into SIGINT: restored, one SIGTERM (systemd, kill) stops it.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execv(command[0], command)
 
 

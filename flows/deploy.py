@@ -74,7 +74,11 @@ def ensure_result_storage(client: SyncPrefectClient, root: DataRoot) -> str:
 
 
 def deploy_all(prefect_file: Path = PREFECT_FILE) -> None:
-    """``prefect deploy --all`` over ``prefect_file``, from the repository root its entrypoints are relative to."""
-    env = os.environ | {"MUSICTEXT_REPO": os.environ.get("MUSICTEXT_REPO", str(REPO))}
+    """``prefect deploy --all`` over ``prefect_file``, from the repository root its entrypoints are relative to.
+
+    ``prefect deploy`` fills ``{{ $VAR }}`` placeholders from its own environment; ``MUSICTEXT_REPO`` is kept
+    out of it so that the pull step's placeholder is stored as is and each worker resolves it to its clone.
+    """
+    env = {key: value for key, value in os.environ.items() if key != "MUSICTEXT_REPO"}
     subprocess.run([prefect_executable(), "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file)],
                    cwd=REPO, env=env, check=True)

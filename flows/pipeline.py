@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from prefect import flow
+from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
 from flows.handoff import EMBED_DEPLOYMENT, TRAIN_DEPLOYMENT, deployed, run_on_pool
+from flows.progress import artifact_key
 from flows.scale_out import dask_cluster
 from flows.stages import RUNNER, StageSummary, embed, ingest, preprocess, verify
 from store.settings import load_settings
@@ -75,6 +77,8 @@ def pipeline(datasets: list[str] | None = None, options: dict[str, dict[str, Any
                 summaries.append(verify(dataset, models, root, **units))
     if "train" in chosen:
         summaries += [_train(model, datasets, root, train_options or {}, hand_off) for model in models]
+    create_table_artifact([s.row() for s in summaries], key=artifact_key(run_name(datasets, models), "summary"),
+                          description=f"what each stage of {', '.join(datasets)} did")
     return summaries
 
 

@@ -73,6 +73,12 @@ class StageSummary:
         ok = sum(r.is_ok for r in records)
         return cls(dataset, stage, plan.total, plan.done, len(records), ok, len(records) - ok, plan.skipped, failures)
 
+    def row(self) -> dict[str, Any]:
+        """The summary as one row of a table artifact, failures by reason in one cell."""
+        row = {k: v for k, v in asdict(self).items() if k != "failures"}
+        row["failures"] = ", ".join(f"{k}: {v}" for k, v in sorted(self.failures.items())) or "none"
+        return row
+
 
 def _context(root: str | None) -> tuple[DataRoot, Settings]:
     settings = load_settings(root=root)
@@ -97,9 +103,7 @@ def _publish(summary: StageSummary) -> StageSummary:
     for reason, count in sorted(summary.failures.items()):
         logger.warning("%s %s: %d item(s) failed with reason %r", summary.stage, summary.dataset, count, reason)
     if FlowRunContext.get() is not None:
-        row = {k: v for k, v in asdict(summary).items() if k != "failures"}
-        row["failures"] = ", ".join(f"{k}: {v}" for k, v in sorted(summary.failures.items())) or "none"
-        create_table_artifact([row], key=artifact_key(summary.dataset, summary.stage, "counts"),
+        create_table_artifact([summary.row()], key=artifact_key(summary.dataset, summary.stage, "counts"),
                               description=f"{summary.stage} of {summary.dataset}")
     return summary
 
