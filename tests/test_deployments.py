@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from uuid import UUID
 
 import pytest
 import yaml
+from corpus import DATASETS, MODEL, build_corpus
 from prefect_server import PrefectServer, Worker
 from test_pipeline_flows import embeddings
 from ui_screenshot import capture, chromium, flow_run_url, png_colours
@@ -182,6 +184,31 @@ def test_the_pipeline_in_process_gives_what_the_pools_gave(site: Site, reprocess
         assert [r.id for r in client.read_flow_runs() if r.deployment_id == embed_id] == [reprocessed["embed"].id]
 
 
+def test_the_pipeline_hands_training_to_the_gpu_pool(site: Site, reprocessed: dict) -> None:
+    """A pipeline run of the train stage only, on a small corpus of shards: the cpu worker runs the pipeline,
+    the gpu worker the training; its result comes back through the result storage as the pipeline's row."""
+    from prefect.deployments import run_deployment
+
+    build_corpus(site.root.path, tracks=16)
+    options = {"max_steps": 4, "batch_size": 8, "eval_every": 4, "checkpoint_every": 4, "freeze_encoder": True,
+               "device": "cpu"}
+    with api(site.server) as client:
+        run = run_deployment("pipeline/cpu", as_subflow=False, parameters={
+            "datasets": list(DATASETS), "models": [MODEL], "stages": ["train"], "train_options": options})
+        runs = family(client, run.id)
+        artifacts = [a for a in client.read_artifacts() if a.flow_run_id == run.id]
+    assert run.state.is_completed(), run.state.message
+    train_run = next(r for r in runs if r.name.startswith("train-"))
+    assert train_run.work_pool_name == "gpu" and train_run.state.is_completed()
+    assert str(train_run.id) in reprocessed["gpu"].log.read_text()
+    summary = json.loads(next(a for a in artifacts if (a.key or "").endswith("-summary")).data)
+    run_id = f"{MODEL}-{'-'.join(DATASETS)}"
+    assert [(row["stage"], row["worked"]) for row in summary] == [(f"train:{MODEL}", 2)]
+    assert f"{run_id}-frames" in summary[0]["extra"] and f"{run_id}-pooled" in summary[0]["extra"]
+    for head in ("frames", "pooled"):
+        assert (site.root.runs_dir() / f"{run_id}-{head}" / "metrics.jsonl").exists()
+
+
 def test_two_runs_of_one_stage_on_one_dataset_take_turns(site: Site, reprocessed: dict, tmp_path: Path) -> None:
     """Both runs start while a third holds the lock: both wait and say so; then one works every item and the
     other, finding them done, none."""
@@ -228,3 +255,34 @@ def test_the_flow_run_page_shows_the_run_and_its_artifacts(site: Site, reprocess
     assert "pipeline-synthetic-dsp-summary" in text  # the Artifacts tab lists the run's summary table
     width, height, colours = png_colours(png)
     assert (width, height) == (1600, 1000) and colours > 20  # a rendered page, not a blank one
+
+
+def test_a_failed_pipeline_run_fails_reprocess_with_its_reason(site: Site, reprocessed: dict) -> None:
+    result = site.musictext("reprocess", "no_such_dataset", "--stage", "ingest")
+    assert result.returncode == 1
+    assert "pipeline-no_such_dataset-dsp: Failed" in result.stdout
+    assert "no_such_dataset" in result.stdout and "synthetic" in result.stdout  # the error names the sources
+
+
+def test_musictext_worker_stops_on_one_sigterm_even_when_started_with_sigint_ignored(site: Site) -> None:
+    """As from `nohup musictext worker &`: the worker restores SIGINT, so the SIGTERM that Prefect turns into a
+    SIGINT stops it at once instead of waiting for a second SIGTERM."""
+    process = subprocess.Popen([MUSICTEXT, "worker", "--pool", "gpu", "--name", "nohup-gpu"], env=site.env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        wait_until(lambda: "nohup-gpu" in site.server.workers_online("gpu"), "the worker is online", timeout=60)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) is not None
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_server_commands_without_a_server_say_how_to_get_one(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_URL", "MUSICTEXT_"))}
+    for command in (["reprocess", "synthetic"], ["deploy"], ["worker"]):
+        result = subprocess.run([MUSICTEXT, *command], env=env | {"PREFECT_HOME": str(tmp_path)},
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, command
+        assert "no Prefect server configured" in result.stderr and "musictext server" in result.stderr, command

@@ -9,8 +9,8 @@ import soundfile as sf
 from audio_files import write_audio_folder, write_captions_csv
 from typer.testing import CliRunner
 
-from flows import stages
 from flows.cli import app
+from flows.pipeline import pipeline
 from store.layout import DataRoot
 from store.manifest import read_manifest
 from store.status import read_status
@@ -24,7 +24,7 @@ def processed(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
     fixtures = write_audio_folder(folder)
     captions = write_captions_csv(folder, fixtures)
     root = DataRoot(tmp_path_factory.mktemp("root"))
-    summaries = stages.pipeline(["local"], options={"local": {"path": str(folder), "captions": str(captions.path)}},
+    summaries = pipeline(["local"], options={"local": {"path": str(folder), "captions": str(captions.path)}},
                                 models=["dsp"], root=str(root.path))
     return root, fixtures, summaries
 
