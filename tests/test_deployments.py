@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
 
+import httpx
 import pytest
 import yaml
 from corpus import DATASETS, MODEL, build_corpus
-from prefect_server import PrefectServer, Worker
+from prefect_server import PrefectServer, Worker, free_port
 from test_pipeline_flows import embeddings
 from ui_screenshot import capture, chromium, flow_run_url, png_colours
 
@@ -286,3 +287,27 @@ def test_server_commands_without_a_server_say_how_to_get_one(tmp_path: Path) -> 
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 2, command
         assert "no Prefect server configured" in result.stderr and "musictext server" in result.stderr, command
+
+
+def test_musictext_server_serves_the_ui_pointed_at_its_own_api(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MUSICTEXT_"))}
+    env |= {"PREFECT_HOME": str(tmp_path), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    process = subprocess.Popen([MUSICTEXT, "server", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{base}/api/health", timeout=2).json() is True
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(healthy, "musictext server answers", timeout=120)
+        assert httpx.get(f"{base}/ui-settings", timeout=10).json()["api_url"] == f"{base}/api"
+        assert (tmp_path / "prefect.db").exists()  # SQLite under PREFECT_HOME
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert f"export PREFECT_API_URL={base}/api" in stderr
