@@ -117,16 +117,15 @@ def _stop_process(process: subprocess.Popen, signals: list[tuple[int, float]], e
             time.sleep(0.05)
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen, log: Path) -> float:
-    """Poll ``condition`` until it holds; raise with the log's tail if the process dies or time runs out.
-    Returns the seconds it took."""
+def _wait_for(condition: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen, log: Path) -> None:
+    """Poll ``condition`` until it holds; raise with the log's tail if the process dies or time runs out."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if process.poll() is not None:
             raise RuntimeError(f"{what}: process exited with {process.returncode}; log {log}:\n{log_tail(log)}")
         try:
             if condition():
-                return time.monotonic() - start
+                return
         except (httpx.HTTPError, ValueError):  # not listening yet, or not answering JSON yet
             pass
         time.sleep(0.2)
@@ -141,8 +140,6 @@ class Worker:
     name: str
     process: subprocess.Popen
     log: Path
-    started_s: float = 0.0
-    """Seconds from launch until the API listed the worker as ONLINE."""
     _seen: list[int] = field(default_factory=list)
 
     def remember_descendants(self) -> None:
@@ -171,8 +168,6 @@ class PrefectServer:
         self.log = self.home / "server.log"
         self.process: subprocess.Popen | None = None
         self.workers: list[Worker] = []
-        self.started_s = 0.0
-        """Seconds from launch until ``/api/health`` answered ``true``."""
 
     @property
     def ui_url(self) -> str:
@@ -220,7 +215,7 @@ class PrefectServer:
                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_sigint_default,
             )
         try:
-            self.started_s = _wait_for(
+            _wait_for(
                 lambda: httpx.get(f"{self.api_url}/health", timeout=2).json() is True,
                 self.startup_timeout, f"Prefect server on port {self.port}", self.process, self.log,
             )
@@ -251,18 +246,8 @@ class PrefectServer:
             )
         worker = Worker(pool, name, process, log)
         self.workers.append(worker)
-        worker.started_s = _wait_for(lambda: name in self.workers_online(pool), timeout,
-                                     f"worker {name!r} on pool {pool!r}", process, log)
+        _wait_for(lambda: name in self.workers_online(pool), timeout, f"worker {name!r} on pool {pool!r}", process, log)
         return worker
-
-    def prefect(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        """Run a ``prefect`` CLI command against this server; raises with its output if it fails."""
-        result = subprocess.run([*PREFECT, "--no-prompt", *args], env=self.env(), stdin=subprocess.DEVNULL,
-                                capture_output=True, text=True, timeout=timeout)
-        if result.returncode != 0:
-            raise RuntimeError(f"prefect {' '.join(args)} failed ({result.returncode}):\n"
-                               f"{result.stdout}\n{result.stderr}")
-        return result
 
     def stop(self) -> None:
         """Stop the workers (flow runs included), then the server: SIGTERM, then SIGKILL, by process group."""

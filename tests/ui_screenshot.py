@@ -1,7 +1,7 @@
 """Screenshots and rendered text of the Prefect UI with Debian's headless ``chromium`` (no browser download,
 no Playwright or Selenium).
 
-The UI is a single-page app: the HTML the server sends is an empty shell, so both functions let Chromium
+The UI is a single-page app: the HTML the server sends is an empty shell, so :func:`capture` lets Chromium
 run the page's JavaScript for ``--virtual-time-budget`` milliseconds of *virtual* time (the clock only
 advances while nothing is loading, so the API calls the page makes finish first) before it writes the
 PNG or dumps the DOM. On a 2-core machine one call takes about 3-4 s of wall time, most of it Chromium's
@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -36,10 +35,6 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--mute-audio",
 ]
-TIMINGS: list[tuple[str, float]] = []
-"""``(what, seconds)`` of every Chromium call in this process, for reports."""
-
-
 def flow_run_url(ui_url: str, flow_run_id: str, tab: str = "Artifacts") -> str:
     """The V2 UI's page of one flow run, on one tab (Logs, TaskRuns, SubflowRuns, Artifacts, Details,
     Parameters, JobVariables)."""
@@ -59,7 +54,6 @@ def _run(what: str, args: list[str], timeout: float) -> subprocess.CompletedProc
     session of its own, so a timeout kills its renderer and GPU processes too."""
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
         command = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
-        start = time.monotonic()
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, start_new_session=True)
         try:
@@ -68,30 +62,16 @@ def _run(what: str, args: list[str], timeout: float) -> subprocess.CompletedProc
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
             raise TimeoutError(f"chromium {what} took more than {timeout:.0f} s") from None
-        TIMINGS.append((what, time.monotonic() - start))
     if process.returncode != 0:
         tail = err.decode(errors="replace")[-3000:]
         raise RuntimeError(f"chromium {what} failed ({process.returncode}):\n{tail}")
     return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
-def screenshot(url: str, png: Path, *, width: int = 1600, height: int = 1000, wait_ms: int = 5000,
-               timeout: float = 90.0) -> Path:
-    """A ``width`` x ``height`` PNG of ``url`` after ``wait_ms`` of virtual time; returns ``png``."""
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    png.unlink(missing_ok=True)
-    _run(f"screenshot {url}", [f"--window-size={width},{height}", f"--virtual-time-budget={wait_ms}",
-                               f"--screenshot={png}", url], timeout)
-    if not png.is_file() or png.stat().st_size == 0:
-        raise RuntimeError(f"chromium wrote no screenshot of {url} to {png}")
-    return png
-
-
 def capture(url: str, png: Path, *, width: int = 1600, height: int = 1000, wait_ms: int = 5000,
             timeout: float = 90.0) -> str:
-    """:func:`screenshot` and :func:`rendered_text` from one Chromium run (one start-up, ~4 s, saved):
-    writes ``png`` and returns the page's visible text."""
+    """A ``width`` x ``height`` PNG of ``url`` and the page's visible text, after its JavaScript ran for
+    ``wait_ms`` of virtual time, from one Chromium run."""
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
     png.unlink(missing_ok=True)
@@ -100,12 +80,6 @@ def capture(url: str, png: Path, *, width: int = 1600, height: int = 1000, wait_
     if not png.is_file() or png.stat().st_size == 0:
         raise RuntimeError(f"chromium wrote no screenshot of {url} to {png}")
     return html_text(result.stdout.decode(errors="replace"))
-
-
-def rendered_dom(url: str, *, wait_ms: int = 5000, timeout: float = 90.0) -> str:
-    """The page's DOM, serialised as HTML, after its JavaScript ran for ``wait_ms`` of virtual time."""
-    result = _run(f"dump-dom {url}", [f"--virtual-time-budget={wait_ms}", "--dump-dom", url], timeout)
-    return result.stdout.decode(errors="replace")
 
 
 class _Text(HTMLParser):
@@ -137,25 +111,14 @@ def html_text(html: str) -> str:
     return " ".join(parser.parts)
 
 
-def rendered_text(url: str, *, wait_ms: int = 5000, timeout: float = 90.0) -> str:
-    """The visible text of ``url`` once its JavaScript rendered it (see :func:`rendered_dom`)."""
-    return html_text(rendered_dom(url, wait_ms=wait_ms, timeout=timeout))
-
-
 def png_colours(png: Path) -> tuple[int, int, int]:
-    """``(width, height, number of distinct colours)`` of a PNG, decoded with Pillow (the train extra's
-    matplotlib brings it) or else matplotlib; a blank page has one colour."""
+    """``(width, height, number of distinct colours)`` of a PNG (Pillow comes with matplotlib, in the train
+    extra); a blank page has one colour."""
     import numpy as np
+    from PIL import Image
 
-    try:
-        from PIL import Image
-
-        with Image.open(png) as image:
-            pixels = np.asarray(image.convert("RGB"))
-    except ImportError:
-        from matplotlib import image as mpimg
-
-        pixels = (mpimg.imread(png)[..., :3] * 255).round().astype(np.uint8)
+    with Image.open(png) as image:
+        pixels = np.asarray(image.convert("RGB"))
     height, width, _ = pixels.shape
     packed = pixels.astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1], dtype=np.uint32)
     return width, height, len(np.unique(packed))
