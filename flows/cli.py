@@ -80,6 +80,14 @@ def run(flow_call: Any, *args: Any, **kwargs: Any) -> Any:
         raise typer.Exit(2) from None
 
 
+def chosen_stages(stages: list[str] | None) -> list[str] | None:
+    """``--stage`` values in pipeline order, None when none were given (the pipeline's default)."""
+    try:
+        return pipeline_flow.check_stages(stages) if stages else None
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--stage") from None
+
+
 def root_arg(root: Path | None) -> str | None:
     return str(root) if root else None
 
@@ -155,12 +163,8 @@ def pipeline(dataset: Annotated[list[str] | None,
     unused = set(given) - {k for opts in per_dataset.values() for k in opts}
     if unused:
         raise typer.BadParameter(f"no dataset of this run takes {', '.join(sorted(unused))}", param_hint="--option")
-    try:
-        pipeline_flow.check_stages(stage)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--stage") from None
     summaries = run(pipeline_flow.pipeline, datasets, per_dataset, limit, model or ["dsp"], force, root_arg(root),
-                    stages=stage, dask=dask, dask_address=dask_address, hand_off=not in_process)
+                    stages=chosen_stages(stage), dask=dask, dask_address=dask_address, hand_off=not in_process)
     print_summaries(summaries)
     data_root = DataRoot(load_settings(root=root_arg(root)).root)
     out.print(f"\nData root: [bold]{data_root.path}[/]")
@@ -381,13 +385,8 @@ def reprocess(dataset: str, stage: StageOption = None,
 
     from flows.watch import follow
 
-    stages_given = None
-    if stage:
-        try:
-            stages_given = pipeline_flow.check_stages(stage)
-        except ValueError as error:
-            raise typer.BadParameter(str(error), param_hint="--stage") from None
-    given = {"datasets": [dataset], "stages": stages_given, "models": model, "limit": limit, "force": force or None}
+    given = {"datasets": [dataset], "stages": chosen_stages(stage), "models": model, "limit": limit,
+             "force": force or None}
     parameters = {key: value for key, value in given.items() if value is not None}
     with server_required(), get_client(sync_client=True) as client:
         flow_run = run_deployment(deployment, parameters=parameters, timeout=0, as_subflow=False,
