@@ -27,6 +27,7 @@ test: $(STAMP) $(MODELS_STAMP) test-deps
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports  # the layer rules of ARCHITECTURE.md ("Layout"), contracts in pyproject.toml
 
 system-deps:
 	@$(MAKE) --no-print-directory apt-install TOOLS="$(SYSTEM_TOOLS)" PACKAGES="ffmpeg fluidsynth"

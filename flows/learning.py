@@ -10,6 +10,7 @@ artifact while training, the loss and validation-metric curve as a table, the re
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +24,12 @@ from prefect.artifacts import (
 from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 
+from downloaders import get_source, source_names
 from flows.progress import artifact_key
 from store.layout import DataRoot
 from store.settings import load_settings
 from training.config import TrainConfig
-from training.evaluate import evaluate_runs
+from training.evaluate import evaluate_runs, run_config
 from training.trainer import StepReport, TrainResult
 from training.trainer import train as train_run
 
@@ -122,12 +124,20 @@ def _curve(result: TrainResult) -> list[dict[str, Any]]:
     return rows
 
 
+def tag_families(datasets: Iterable[Sequence[str]]) -> dict[str, Mapping[str, tuple[str, ...]]]:
+    """Dataset → the single-label tag families its source declares, for the datasets that are sources (a
+    test corpus's made-up datasets are not); what evaluation scores as zero-shot classification."""
+    names = set(source_names())
+    return {dataset: get_source(dataset).tag_families for group in datasets for dataset in group if dataset in names}
+
+
 @flow(name="evaluate", flow_run_name="evaluate-{name}")
 def evaluate(runs: list[str], name: str = "latest", root: str | None = None, device: str = "cpu") -> dict[str, Any]:
     """Score ``runs`` and their untrained baselines on the test split; the report goes to
     ``reports/evaluation/<name>/`` and to the UI as a Markdown artifact."""
     data_root = DataRoot(load_settings(root=root).root)
-    evaluation = evaluate_runs(data_root, runs, name=name, device=device)
+    evaluation = evaluate_runs(data_root, runs, name=name, device=device,
+                               tag_families=tag_families(run_config(data_root, run).datasets for run in runs))
     if FlowRunContext.get() is not None:
         create_markdown_artifact(evaluation.markdown_path.read_text(), key=artifact_key("evaluation", name),
                                  description=f"evaluation of {', '.join(runs)}")

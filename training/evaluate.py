@@ -10,20 +10,20 @@ The best run (validation-chosen checkpoint, ranked here by text→music Recall@1
 pictures: the cosine-similarity distribution of matching and non-matching pairs, a 2-D map of its text
 and audio vectors coloured by the items' first tag, recall against K, and zero-shot tag
 classification from prompts ("a {tag} track"): per-tag ROC-AUC and PR-AUC, and a confusion matrix for
-each single-label tag family a source declares (``Source.tag_families``).
+each single-label tag family a source declares (``Source.tag_families``). The sources live above this
+layer, so the caller passes their families in (``tag_families``, dataset → family → tags).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from downloaders import get_source, source_names
 from store.layout import DataRoot
 from training.config import TrainConfig
 from training.data import Item, load_splits
@@ -60,10 +60,11 @@ def run_config(root: DataRoot, run_id: str) -> TrainConfig:
     return TrainConfig.from_json(json.loads(path.read_text()))
 
 
-def evaluate_runs(root: DataRoot, run_ids: Sequence[str], *, name: str | None = None,
-                  device: str = "cpu") -> Evaluation:
+def evaluate_runs(root: DataRoot, run_ids: Sequence[str], *, tag_families: Mapping[str, Mapping[str, Sequence[str]]],
+                  name: str | None = None, device: str = "cpu") -> Evaluation:
     """Score ``run_ids`` and their untrained baselines on the test split; write the report with its plots under
-    ``reports/evaluation/<name>/`` (``name`` defaults to the run ids joined)."""
+    ``reports/evaluation/<name>/`` (``name`` defaults to the run ids joined). ``tag_families`` maps a dataset
+    to its single-label tag families (``Source.tag_families``); a dataset it lacks has none."""
     configs = {run_id: run_config(root, run_id) for run_id in run_ids}
     first = next(iter(configs.values()))
     for run_id, config in configs.items():
@@ -89,7 +90,7 @@ def evaluate_runs(root: DataRoot, run_ids: Sequence[str], *, name: str | None = 
     best = max(configs, key=lambda run_id: results[f"{run_id} ({configs[run_id].head})"]["t2m_R@10"])
     out_dir = root.reports_dir() / "evaluation" / (name or "+".join(run_ids))
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots, zero_shot = _pictures(out_dir, trained[best], texts, audio, test, first.datasets)
+    plots, zero_shot = _pictures(out_dir, trained[best], texts, audio, test, first.datasets, tag_families)
     meta = {"runs": list(run_ids), "best_run": best, "model": first.model, "datasets": list(first.datasets),
             "test_pairs": len(test), "split_sizes": {n: len(splits[n]) for n in ("train", "val", "test")}}
     json_path, markdown_path = write_evaluation_report(
@@ -99,7 +100,8 @@ def evaluate_runs(root: DataRoot, run_ids: Sequence[str], *, name: str | None = 
 
 
 def _pictures(out_dir: Path, embedder: TextEmbedder, texts: list[str], audio: np.ndarray, test: list[Item],
-              datasets: Sequence[str]) -> tuple[dict[str, Path], dict | None]:
+              datasets: Sequence[str], tag_families: Mapping[str, Mapping[str, Sequence[str]]]
+              ) -> tuple[dict[str, Path], dict | None]:
     text = embedder.encode(texts)
     labels = [item.tags[0] if item.tags else "untagged" for item in test]
     plots = {
@@ -107,8 +109,7 @@ def _pictures(out_dir: Path, embedder: TextEmbedder, texts: list[str], audio: np
         "map": plot_embedding_map(text, audio, labels, out_dir / "map.png"),
         "recall": plot_recall_curve(recall_curve(text, audio), out_dir / "recall.png"),
     }
-    families = {name: tags for dataset in datasets if dataset in source_names()
-                for name, tags in get_source(dataset).tag_families.items()}
+    families = {name: tags for dataset in datasets for name, tags in tag_families.get(dataset, {}).items()}
     counts = Counter(tag for item in test for tag in item.tags)
     tags = sorted({tag for tag, _ in counts.most_common(ZERO_SHOT_TAGS)} | {t for f in families.values() for t in f})
     if not tags:

@@ -8,9 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from corpus import DATASETS, MODEL, build_corpus
+from corpus import DATASETS, GENRES, MODEL, build_corpus
 
+from downloaders import get_source
 from flows import learning
+from store.layout import DataRoot
+from training.evaluate import evaluate_runs
 from training.search_clips import search_clips
 
 pytestmark = pytest.mark.integration
@@ -55,9 +58,24 @@ def test_evaluate_compares_both_heads_with_their_untrained_baselines(trained: tu
         assert (report.parent / picture).stat().st_size > 1000 and f"]({picture})" in text
 
 
+def test_evaluate_scores_the_tag_families_it_is_given(trained: tuple[Path, list]) -> None:
+    root, _ = trained
+    evaluation = evaluate_runs(DataRoot(root), ["toy-frames", "toy-pooled"], name="families",
+                               tag_families={"tagged": {"genre": GENRES}, "elsewhere": {"mood": ("calm",)}})
+    [family] = json.loads(evaluation.json_path.read_text())["zero_shot"]["families"]
+    assert family["family"] == "genre" and family["tags"] == list(GENRES) and family["items"] > 0
+    assert (evaluation.markdown_path.parent / "confusion-genre.png").stat().st_size > 1000
+    assert "Single-label family **genre**" in evaluation.markdown_path.read_text()
+
+
+def test_the_evaluate_flow_passes_the_tag_families_of_the_sources_among_the_runs_datasets() -> None:
+    synthetic = get_source("synthetic").tag_families
+    assert synthetic and learning.tag_families([["synthetic", "tagged"], ["synthetic"]]) == {"synthetic": synthetic}
+    assert learning.tag_families([DATASETS]) == {}
+
+
 def test_search_finds_an_item_from_its_own_caption(trained: tuple[Path, list]) -> None:
     root, _ = trained
-    from store.layout import DataRoot
     from store.manifest import read_manifest
 
     data_root = DataRoot(root)
