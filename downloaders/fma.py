@@ -7,9 +7,11 @@ FMA publishes (release rc1). A mirror that re-packs the zips passes its own sums
 (``sha1sum`` format): the catalog checks ``tracks.csv`` and ``genres.csv`` against it, ``acquire`` each mp3.
 
 Subsets nest: ``small`` (8,000 tracks) ⊂ ``medium`` (25,000) ⊂ ``large`` (106,574); ``full`` holds the
-large set's tracks untrimmed, so its rows are ``clip_s`` windows over the metadata's duration. FMA has no
-captions: ``tags`` are the top genre, the track's genres and their ancestors (titles from ``genres.csv``),
-then the free-text tags of the track and its album. ``split`` is FMA's artist-disjoint split.
+large set's tracks untrimmed, so its rows are ``clip_s`` windows over the metadata's duration, or one row
+``fma:<track id>`` per whole track when the settings ask for whole tracks (``clip_s = 0`` or ``"fma"`` in
+``whole_tracks``). FMA has no captions: ``tags`` are the top genre, the track's genres and their ancestors
+(titles from ``genres.csv``), then the free-text tags of the track and its album. ``split`` is FMA's
+artist-disjoint split.
 
 Three mp3s of ``fma_small`` hold no audio (an erratum FMA lists: 099134, 108925, 133297); such a file, and
 any other that matches its checksum yet holds no audio, is recorded as ``empty_audio`` (permanent).
@@ -45,7 +47,7 @@ from downloaders.formats.fma import (
 from downloaders.transports.archives import discard_if_broken, extract_verified, member_mismatch, read_member
 from downloaders.transports.errors import DownloadError, permanent
 from downloaders.transports.http import Checksum, HttpClient
-from processors.clip import windows
+from processors.clip import WHOLE_FILE, catalog_spans
 from processors.decode import probe_duration
 from processors.errors import AudioError
 from processors.text import clean_tags
@@ -257,14 +259,12 @@ def _track_rows(track: Track, genres: dict[int, str], subset: str, settings: Set
         "archive_subset": subset,
         "member": member,
     }
-    spans: list[tuple[float | None, float | None]] = [(None, None)]
-    if subset == "full" and track.duration_s:
-        spans = windows(track.duration_s, settings.clip_s, settings.clip_hop_s, settings.min_clip_s) or spans
+    spans = catalog_spans(DATASET, track.duration_s, settings) if subset == "full" else [WHOLE_FILE]
     titles = (genres[genre] for genre in track.genre_ids if genre in genres)
     tags = clean_tags([track.genre_top, *titles, *track.tags])
     return [
         ManifestRow(
-            item_id=make_item_id(DATASET, track.native_id, start if subset == "full" else None),
+            item_id=make_item_id(DATASET, track.native_id, start),
             dataset=DATASET,
             source=f"{zip_name(subset)}#{member}",
             split=track.split,

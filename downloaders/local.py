@@ -15,8 +15,10 @@ is skipped and recorded as a failed ``catalog`` status record with id ``local:<c
 Audio files in the folder (recursively, by extension, hidden files skipped) that the captions file does
 not list are catalogued with no captions, so a folder without a captions file works too. A file listed
 but missing still gets a row: ``acquire`` records it as ``missing_file``. Recordings longer than
-``clip_s`` become one row per window (:func:`processors.clip.windows`). Nothing is copied: ``acquire``
-checks that each file is there and readable, and ``audio_path`` points into the folder.
+``clip_s`` become one row per window (:func:`processors.clip.windows`), unless the settings ask for whole
+tracks (``clip_s = 0`` or ``"local"`` in ``whole_tracks``): then every file is one row, id ``local:<path>``.
+Nothing is copied: ``acquire`` checks that each file is there and readable, and ``audio_path`` points into
+the folder.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from downloaders.base import BadRow, Rejected, Source, SourceContext, SourceError, record_catalog_outcomes
-from processors.clip import windows
+from processors.clip import catalog_spans
 from processors.decode import probe_duration
 from processors.errors import AudioError
 from processors.text import clean_captions, clean_tags
@@ -253,20 +255,18 @@ def _audio_files(folder: Path, *, skip: Path) -> Iterator[str]:
 
 
 def _rows(entry: CaptionEntry, folder: Path, settings: Settings) -> list[ManifestRow]:
-    """One row per window of a long recording, else one row for the whole file.
+    """One row per window of a long recording, else (a short file, or whole tracks asked for) one row for
+    the whole file.
 
     A file whose duration cannot be read still gets a whole-file row, so preprocessing records why.
     """
     extra: dict[str, Any] = {"root": str(folder)}
-    spans: list[tuple[float | None, float | None]] = [(None, None)]
     try:
         duration = probe_duration(folder / entry.path)
     except AudioError:
         duration = None
     if duration is not None:
         extra["duration_s"] = round(duration, 3)
-        if duration > settings.clip_s:
-            spans = windows(duration, settings.clip_s, settings.clip_hop_s, settings.min_clip_s) or spans
     return [
         ManifestRow(
             item_id=make_item_id(DATASET, entry.path, start),
@@ -279,7 +279,7 @@ def _rows(entry: CaptionEntry, folder: Path, settings: Settings) -> list[Manifes
             tags=entry.tags,
             extra=ManifestRow.encode_extra(extra),
         )
-        for start, end in spans
+        for start, end in catalog_spans(DATASET, duration, settings, whole_if_short=True)
     ]
 
 

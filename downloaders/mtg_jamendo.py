@@ -10,9 +10,11 @@ MTG publishes tars for two datasets only: ``autotagging_moodtheme`` (used for th
 
 Every file lands under ``raw/mtg_jamendo/`` at the path it has on its host. Tracks are 30 s to several
 minutes long; each becomes one row per ``clip_s`` window (``processors.clip.windows`` on the TSV's
-DURATION), with the track id as ``group``. Rows are ordered by tar, so a ``--limit``ed run needs few tars
-and units of consecutive rows mostly share one. ``acquire`` fetches each tar its rows need (sha256 from
-the list), extracts only those rows' tracks and checks each against the per-track sha256 list.
+DURATION), with the track id as ``group``, or one row ``mtg_jamendo:<track id>`` for the whole track when
+the settings ask for whole tracks (``clip_s = 0`` or ``"mtg_jamendo"`` in ``whole_tracks``). Rows are
+ordered by tar, so a ``--limit``ed run needs few tars and units of consecutive rows mostly share one.
+``acquire`` fetches each tar its rows need (sha256 from the list), extracts only those rows' tracks and
+checks each against the per-track sha256 list.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from downloaders.formats.mtg_jamendo import FormatError, Track, read_checksums, 
 from downloaders.transports.archives import extract_verified, member_mismatch
 from downloaders.transports.errors import DownloadError, permanent
 from downloaders.transports.http import Checksum, HttpClient
-from processors.clip import windows
+from processors.clip import catalog_spans
 from processors.text import clean_tags
 from store.layout import DataRoot, make_item_id
 from store.manifest import ManifestRow
@@ -234,7 +236,7 @@ def _rows(track: Track, choice: Choice, split: str | None, ctx: SourceContext) -
         "archive": archive,
         "member": member,
     }
-    for start, end in windows(track.duration_s, settings.clip_s, settings.clip_hop_s, settings.min_clip_s):
+    for start, end in catalog_spans(DATASET, track.duration_s, settings):
         yield ManifestRow(
             item_id=make_item_id(DATASET, track.track_id, start),
             dataset=DATASET,

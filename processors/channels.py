@@ -30,6 +30,11 @@ def at_most_stereo(samples: np.ndarray) -> np.ndarray:
     return samples.mean(axis=0, keepdims=True, dtype=np.float32)
 
 
+def stereo_channels(channels: int) -> int:
+    """How many channels :func:`at_most_stereo` leaves of ``channels``, known before any audio is decoded."""
+    return at_most_stereo(np.empty((channels, 0), dtype=np.float32)).shape[0]
+
+
 def to_channels(samples: np.ndarray, channels: int) -> np.ndarray:
     """``samples`` ``[c, frames]`` as exactly ``channels`` (1 or 2): stereo averaged, mono duplicated."""
     if channels not in (1, 2):

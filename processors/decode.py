@@ -10,15 +10,24 @@ stops short of what its header promises for the requested range (libsndfile repo
 that claim more data than the file holds; FLAC and MP3 decoders stop early). Such a file is rejected
 rather than clipped, because it is a broken copy (an interrupted download or copy) whose fix is a
 complete copy, and a caption written for the whole recording would not describe what is left.
+
+:func:`open_audio` hands the range out in blocks (libsndfile reads on from its seek point; ffmpeg's pipe is
+read a block at a time), so a whole track never has to sit in memory; truncation is then known only after
+the last block, which is why a consumer writes its output to a temporary name until the stream has ended.
+:func:`decode` is the same stream gathered into one array, for ranges short enough to hold.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import re
 import shutil
 import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +38,8 @@ from processors.errors import AudioError
 from store.status import FailureClass
 
 FFMPEG_TIMEOUT_S = 300.0
-"""Longest one ffmpeg or ffprobe call may run; a stuck decoder is a transient ``decode_timeout``."""
+"""Longest ffprobe may run, or ffmpeg may take to deliver one block; a stuck decoder is a transient
+``decode_timeout``."""
 
 _READ_BLOCK = 1 << 16
 _SF_ERR_SYSTEM = 2
@@ -67,6 +77,28 @@ class _Header:
     """``None`` when the container does not say."""
 
 
+@dataclass(frozen=True)
+class _Range:
+    """A range of one file, clamped to what its header promises."""
+
+    path: Path
+    header: _Header
+    start: float
+    end: float | None
+    """``None`` when the header does not state the duration and the range runs to the end."""
+
+
+@dataclass(frozen=True)
+class AudioStream:
+    """One range of an open audio file, decoded block by block so that a whole track never sits in memory."""
+
+    sample_rate: int
+    channels: int
+    blocks: Generator[np.ndarray, None, None]
+    """float32 ``[frames, channels]`` blocks in order. Raises ``AudioError`` (``truncated``) after the last
+    block when the file stops short of what its header promised."""
+
+
 class _Refused(Exception):
     """soundfile cannot read this container; ffmpeg may."""
 
@@ -83,13 +115,35 @@ def probe_duration(path: Path) -> float:
 
 
 def decode(path: Path, start_s: float | None = None, end_s: float | None = None) -> Audio:
-    """Samples of ``[start_s, end_s]`` (the whole file when both are ``None``)."""
+    """Samples of ``[start_s, end_s]`` (the whole file when both are ``None``), all in memory at once; a
+    whole track is better read through :func:`open_audio`."""
+    with open_audio(path, start_s, end_s) as stream:
+        blocks = [block.T for block in stream.blocks]
+    channels_first = np.concatenate([np.empty((stream.channels, 0), dtype=np.float32), *blocks], axis=1)
+    return Audio(channels_first, stream.sample_rate)
+
+
+@contextlib.contextmanager
+def open_audio(
+    path: Path, start_s: float | None = None, end_s: float | None = None, *, block_s: float | None = None
+) -> Iterator[AudioStream]:
+    """``[start_s, end_s]`` of ``path`` (the whole file when both are ``None``) as blocks of ``block_s``
+    seconds (one block when ``None``), so a caller can process a track of any length in bounded memory.
+
+    Problems the header shows (missing file, out-of-range start, unreadable container) raise here, before
+    any audio is decoded; the file and any ffmpeg process are closed when the ``with`` block ends.
+    """
     _check_range(path, start_s, end_s)
     _check_file(path)
-    try:
-        return _decode_soundfile(path, start_s, end_s)
-    except _Refused as refused:
-        return _decode_ffmpeg(path, start_s, end_s, refusal=str(refused))
+    with contextlib.ExitStack() as resources:
+        try:
+            handle = resources.enter_context(_open_soundfile(path))
+        except _Refused as refused:
+            stream = _ffmpeg_stream(path, start_s, end_s, block_s, refusal=str(refused))
+        else:
+            stream = _soundfile_stream(path, handle, start_s, end_s, block_s)
+        resources.callback(stream.blocks.close)
+        yield stream
 
 
 def _probe(path: Path) -> _Header:
@@ -146,13 +200,11 @@ def _promised_frames(handle: sf.SoundFile) -> int:
     return round(handle.frames * claimed / present)
 
 
-def _clamp_range(
-    path: Path, header: _Header, start_s: float | None, end_s: float | None
-) -> tuple[float, float | None]:
-    """``(start, end)`` with the end clamped to the stated duration; ``end`` is ``None`` when unknown."""
+def _clamp_range(path: Path, header: _Header, start_s: float | None, end_s: float | None) -> _Range:
+    """The range with its end clamped to the stated duration; ``end`` is ``None`` when unknown."""
     start = start_s or 0.0
     if header.duration_s is None:
-        return start, end_s
+        return _Range(path, header, start, end_s)
     if header.duration_s == 0:
         raise AudioError("empty", f"{path} holds no audio samples; replace it with a complete copy.")
     if start >= header.duration_s:
@@ -162,33 +214,55 @@ def _clamp_range(
             "fix the start/end times in the metadata.",
         )
     end = header.duration_s if end_s is None else min(end_s, header.duration_s)
-    return start, end
+    return _Range(path, header, start, end)
 
 
-def _decode_soundfile(path: Path, start_s: float | None, end_s: float | None) -> Audio:
-    with _open_soundfile(path) as handle:
-        header = _soundfile_header(handle)
-        start, end = _clamp_range(path, header, start_s, end_s)
-        first = round(start * handle.samplerate)
-        last = min(round(end * handle.samplerate), handle.frames)
-        samples, problem = _read_frames(handle, first, last)
-    audio = Audio(np.ascontiguousarray(samples.T), header.sample_rate)
-    _check_complete(path, header, start, end, audio, problem)
-    return audio
+def _block_frames(block_s: float | None, sample_rate: int) -> int | None:
+    return None if block_s is None else max(1, round(block_s * sample_rate))
 
 
-def _read_frames(handle: sf.SoundFile, first: int, last: int) -> tuple[np.ndarray, str | None]:
-    """Frames ``[first, last)`` and, if decoding failed part-way, the library's message.
+def _soundfile_stream(
+    path: Path, handle: sf.SoundFile, start_s: float | None, end_s: float | None, block_s: float | None
+) -> AudioStream:
+    header = _soundfile_header(handle)
+    span = _clamp_range(path, header, start_s, end_s)
+    blocks = _soundfile_blocks(handle, span, _block_frames(block_s, header.sample_rate))
+    return AudioStream(header.sample_rate, header.channels, blocks)
 
-    Reading in blocks keeps what was decoded before an error, so the failure can say where it happened.
-    """
-    out = np.empty((max(last - first, 0), handle.channels), dtype=np.float32)
-    position = 0
-    if not len(out):
-        return out, None
+
+def _soundfile_blocks(
+    handle: sf.SoundFile, span: _Range, block_frames: int | None
+) -> Generator[np.ndarray, None, None]:
+    first = round(span.start * handle.samplerate)
+    last = min(round(span.end * handle.samplerate), handle.frames)
+    wanted = max(last - first, 0)
+    decoded, problem = 0, _seek(handle, first) if wanted else None
+    while decoded < wanted and problem is None:
+        block, problem = _read_block(handle, min(block_frames or wanted, wanted - decoded))
+        if not len(block):
+            break
+        decoded += len(block)
+        yield block
+    _check_complete(span, decoded / handle.samplerate, problem)
+
+
+def _seek(handle: sf.SoundFile, frame: int) -> str | None:
+    """The library's message if the seek failed (a damaged file), else ``None``."""
     try:
-        handle.seek(first)
-        while position < len(out):
+        handle.seek(frame)
+    except sf.LibsndfileError as error:
+        return error.error_string
+    return None
+
+
+def _read_block(handle: sf.SoundFile, frames: int) -> tuple[np.ndarray, str | None]:
+    """Up to ``frames`` frames (fewer at the end of the file) and, if decoding failed part-way, the library's
+    message. Reading in small steps keeps what was decoded before an error, so the failure can say where
+    it happened."""
+    out = np.empty((frames, handle.channels), dtype=np.float32)
+    position = 0
+    try:
+        while position < frames:
             got = handle.read(out=out[position:position + _READ_BLOCK], dtype="float32")
             if len(got) == 0:
                 break
@@ -198,40 +272,51 @@ def _read_frames(handle: sf.SoundFile, first: int, last: int) -> tuple[np.ndarra
     return out[:position], None
 
 
-def _check_complete(
-    path: Path, header: _Header, start: float, end: float | None, audio: Audio, problem: str | None
-) -> None:
+def _check_complete(span: _Range, decoded_s: float, problem: str | None) -> None:
     """Reject audio that stops short of what the header promised for this range (see module docstring)."""
-    if end is None:
+    if span.end is None:
         return
-    expected = end - start
-    if audio.duration_s >= expected - (0.1 + 0.01 * expected):
+    expected = span.end - span.start
+    if decoded_s >= expected - (0.1 + 0.01 * expected):
         return
-    stopped = start + audio.duration_s
+    stopped = span.start + decoded_s
     because = f" ({problem})" if problem else ""
     raise AudioError(
         "truncated",
-        f"{path} is truncated: its header promises {header.duration_s:.2f} s but decoding stopped at "
+        f"{span.path} is truncated: its header promises {span.header.duration_s:.2f} s but decoding stopped at "
         f"{stopped:.2f} s{because}. It was probably cut short while downloading or copying; "
         "replace it with a complete copy.",
     )
 
 
-def _decode_ffmpeg(path: Path, start_s: float | None, end_s: float | None, *, refusal: str) -> Audio:
+def _ffmpeg_stream(
+    path: Path, start_s: float | None, end_s: float | None, block_s: float | None, *, refusal: str
+) -> AudioStream:
     header = _ffprobe_header(path, refusal=refusal)
-    start, end = _clamp_range(path, header, start_s, end_s)
-    seek = ["-ss", f"{start:.6f}"] if start > 0 else []
-    limit = ["-t", f"{end - start:.6f}"] if end is not None else []
+    span = _clamp_range(path, header, start_s, end_s)
+    blocks = _ffmpeg_blocks(span, _block_frames(block_s, header.sample_rate))
+    return AudioStream(header.sample_rate, header.channels, blocks)
+
+
+def _ffmpeg_blocks(span: _Range, block_frames: int | None) -> Generator[np.ndarray, None, None]:
+    """float32 frames from ffmpeg's pipe, ``block_frames`` at a time (everything in one read when ``None``)."""
+    header = span.header
+    seek = ["-ss", f"{span.start:.6f}"] if span.start > 0 else []
+    limit = ["-t", f"{span.end - span.start:.6f}"] if span.end is not None else []
     argv = [
-        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", *seek, *limit, "-i", _ffmpeg_input(path),
+        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", *seek, *limit, "-i", _ffmpeg_input(span.path),
         "-map", "0:a:0", "-ac", str(header.channels), "-ar", str(header.sample_rate), "-f", "f32le", "pipe:1",
     ]
-    result = _run_tool(argv, path)
-    frames = np.frombuffer(result.stdout, dtype="<f4")
-    samples = frames[: len(frames) - len(frames) % header.channels].reshape(-1, header.channels)
-    audio = Audio(np.ascontiguousarray(samples.T, dtype=np.float32), header.sample_rate)
-    _check_complete(path, header, start, end, audio, _last_line(result.stderr, path))
-    return audio
+    frame_bytes = 4 * header.channels
+    read_size = -1 if block_frames is None else block_frames * frame_bytes
+    decoded = 0
+    with _streamed_tool(argv, span.path) as (chunks, stderr):
+        for chunk in chunks(read_size):
+            samples = np.frombuffer(chunk, dtype="<f4", count=len(chunk) // frame_bytes * header.channels)
+            decoded += len(samples) // header.channels
+            yield samples.reshape(-1, header.channels)
+        said = _last_line(stderr(), span.path)
+    _check_complete(span, decoded / header.sample_rate, said)
 
 
 def _ffprobe_header(path: Path, *, refusal: str) -> _Header:
@@ -260,29 +345,92 @@ def _ffmpeg_input(path: Path) -> str:
 def _run_tool(
     argv: list[str], path: Path, *, refusal: str | None = None
 ) -> subprocess.CompletedProcess[bytes]:
-    if shutil.which(argv[0]) is None:
-        raise AudioError(
-            "ffmpeg_missing",
-            f"{path} needs ffmpeg to decode (libsndfile cannot read it), but `{argv[0]}` is not on PATH; "
-            "install ffmpeg (e.g. `apt install ffmpeg`) and re-run.",
-            failure_class=FailureClass.TRANSIENT,
-        )
+    _require_tool(argv[0], path)
     try:
         result = subprocess.run(argv, capture_output=True, timeout=FFMPEG_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
-        raise AudioError(
-            "decode_timeout",
-            f"{argv[0]} took longer than {FFMPEG_TIMEOUT_S:g} s on {path}; retried next run.",
-            failure_class=FailureClass.TRANSIENT,
-        ) from None
+        raise _timeout(argv[0], path) from None
     if result.returncode != 0:
-        also = f"; libsndfile: {refusal}" if refusal else ""
-        message = _last_line(result.stderr, path) or "no message"
-        raise AudioError(
-            "undecodable",
-            f"{path} could not be decoded ({argv[0]}: {message}{also}); it is damaged or not audio.",
-        )
+        raise _tool_failed(argv[0], path, result.stderr, refusal)
     return result
+
+
+@contextlib.contextmanager
+def _streamed_tool(
+    argv: list[str], path: Path
+) -> Iterator[tuple[Callable[[int], Iterator[bytes]], Callable[[], bytes]]]:
+    """Run ``argv`` with its output read on demand: yields ``chunks(size)``, the output ``size`` bytes at a
+    time (all at once for -1), and ``stderr()``, what the tool has said so far.
+
+    A read that waits longer than ``FFMPEG_TIMEOUT_S`` kills the tool (a stuck decoder); a tool that fails
+    raises once its output is exhausted; leaving the block early kills the tool, so nothing lingers.
+    """
+    _require_tool(argv[0], path)
+    with tempfile.TemporaryFile() as errors, subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors
+    ) as process:
+
+        def stderr() -> bytes:
+            errors.seek(0)
+            return errors.read()
+
+        def chunks(size: int) -> Iterator[bytes]:
+            while chunk := _read_or_kill(process, size, argv[0], path):
+                yield chunk
+            if process.wait() != 0:
+                raise _tool_failed(argv[0], path, stderr(), None)
+
+        try:
+            yield chunks, stderr
+        finally:
+            process.kill()
+
+
+def _read_or_kill(process: subprocess.Popen[bytes], size: int, tool: str, path: Path) -> bytes:
+    """One read of ``process``'s output; a process that gives nothing for ``FFMPEG_TIMEOUT_S`` is killed."""
+    assert process.stdout is not None
+    stuck = threading.Event()
+
+    def give_up() -> None:
+        stuck.set()
+        process.kill()
+
+    watchdog = threading.Timer(FFMPEG_TIMEOUT_S, give_up)
+    watchdog.start()
+    try:
+        chunk = process.stdout.read(size)
+    finally:
+        watchdog.cancel()
+    if stuck.is_set():
+        raise _timeout(tool, path)
+    return chunk
+
+
+def _require_tool(tool: str, path: Path) -> None:
+    if shutil.which(tool) is None:
+        raise AudioError(
+            "ffmpeg_missing",
+            f"{path} needs ffmpeg to decode (libsndfile cannot read it), but `{tool}` is not on PATH; "
+            "install ffmpeg (e.g. `apt install ffmpeg`) and re-run.",
+            failure_class=FailureClass.TRANSIENT,
+        )
+
+
+def _timeout(tool: str, path: Path) -> AudioError:
+    return AudioError(
+        "decode_timeout",
+        f"{tool} took longer than {FFMPEG_TIMEOUT_S:g} s on {path}; retried next run.",
+        failure_class=FailureClass.TRANSIENT,
+    )
+
+
+def _tool_failed(tool: str, path: Path, stderr: bytes, refusal: str | None) -> AudioError:
+    also = f"; libsndfile: {refusal}" if refusal else ""
+    message = _last_line(stderr, path) or "no message"
+    return AudioError(
+        "undecodable",
+        f"{path} could not be decoded ({tool}: {message}{also}); it is damaged or not audio.",
+    )
 
 
 def _last_line(stderr: bytes, path: Path) -> str | None:

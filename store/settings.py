@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -30,15 +31,28 @@ class Settings(BaseSettings):
     unit_size: int = Field(100, ge=1, description="Items per work unit (one Prefect task each).")
     workers: int = Field(2, ge=1, description="Work units run at once inside one flow.")
     sample_rate: int = Field(44_100, description="Sample rate of the canonical clips.")
-    clip_s: float = Field(30.0, gt=0, description="Longest clip; longer audio is cut into windows.")
+    clip_s: float = Field(
+        30.0, ge=0, description="Longest clip; longer audio is cut into windows. 0: every dataset as whole tracks."
+    )
     clip_hop_s: float = Field(30.0, gt=0, description="Hop between windows of long audio.")
     min_clip_s: float = Field(1.0, ge=0, description="Shorter decoded audio is rejected.")
     silence_dbfs: float = Field(-60.0, description="Clips whose peak is below this level are rejected as silent.")
+    whole_tracks: list[str] = Field(
+        default_factory=list,
+        description="Datasets catalogued as one item per whole track (as Navidrome embeds them), whatever "
+        "clip_s says.",
+    )
     shard_rows: int = Field(1024, ge=1, description="Rows per HDF5 chunk in embedding shards.")
     embed_devices: list[str] = Field(
         default_factory=list,
         description="Devices the weight-bearing models run on ('cuda:0', 'cuda:1', 'cpu'), one process each "
         "when several; empty: every visible GPU, or the CPU when there is none.",
+    )
+    embed_precision: Literal["reference", "bf16"] = Field(
+        "reference",
+        description="Numeric precision of the audio models: 'reference' runs each as Navidrome does (float32; "
+        "Music2Latent under its package's float16 autocast on CUDA); 'bf16' runs bfloat16 autocast, faster on a "
+        "GPU, its parity measured on a CPU only (README, 'Audio models').",
     )
     embed_workers: int = Field(4, ge=0, description="Decoding processes feeding each device (0: decode inline).")
     weights_dirs: dict[str, Path] = Field(
@@ -63,6 +77,10 @@ class Settings(BaseSettings):
     http_timeout_s: float = Field(60.0, gt=0, description="Connect/read timeout of one HTTP request.")
     max_download_bytes: int = Field(2 << 40, gt=0, description="Largest file a download may write.")
     max_member_bytes: int = Field(16 << 30, gt=0, description="Largest archive member extraction may write.")
+
+    def wants_whole_tracks(self, dataset: str) -> bool:
+        """Whether ``dataset`` is catalogued as whole tracks rather than ``clip_s`` windows."""
+        return self.clip_s == 0 or dataset in self.whole_tracks
 
     @classmethod
     def settings_customise_sources(

@@ -169,6 +169,17 @@ def test_full_tracks_become_windows_of_their_stated_duration(served) -> None:
         "fma_full/000/000002.mp3"}
 
 
+@pytest.mark.parametrize("variable", [("MUSICTEXT_WHOLE_TRACKS", '["fma"]'), ("MUSICTEXT_CLIP_S", "0")])
+def test_full_tracks_are_one_row_each_when_whole_tracks_are_asked_for(
+    served, variable: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy, root = served
+    monkeypatch.setenv(*variable)
+    rows = fma.catalog(_context(root, {"subset": "full", "metadata_sha1": copy.sha1["fma_metadata.zip"]}))
+    assert [(r.item_id, r.start_s, r.end_s) for r in rows] == [
+        (make_item_id("fma", t.name), None, None) for t in copy.tracks]
+
+
 def test_a_wrong_metadata_sum_stops_the_catalog_with_a_clear_error(served) -> None:
     _, root = served
     with pytest.raises(SourceError, match="checksum"):

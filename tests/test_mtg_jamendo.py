@@ -133,6 +133,16 @@ def test_catalog_windows_each_track_and_orders_rows_by_tar(served) -> None:
     assert sorted(r.reason for r in rejected.values()) == ["bad_duration", "bad_path"]
 
 
+def test_whole_tracks_are_one_row_per_track_without_a_start(served, monkeypatch: pytest.MonkeyPatch) -> None:
+    copy, root = served
+    monkeypatch.setenv("MUSICTEXT_WHOLE_TRACKS", '["mtg_jamendo"]')
+    rows = list(mtg_jamendo.catalog(SourceContext(root, load_settings(), {}, None)))
+    tracks = sorted(copy.tracks, key=lambda t: t.folder)
+    assert [(r.item_id, r.start_s, r.end_s) for r in rows] == [
+        (make_item_id("mtg_jamendo", t.track_id), None, None) for t in tracks]
+    assert [r.source.split("#")[1] for r in rows] == [t.member for t in tracks]
+
+
 @pytest.mark.integration
 def test_limited_ingest_fetches_only_the_tars_it_needs_and_a_second_run_does_nothing(
     served, mirror, prefect_server: str

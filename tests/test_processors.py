@@ -189,11 +189,10 @@ def test_io_error_is_transient(good, monkeypatch):
 
 
 def test_failed_write_leaves_no_partial_clip(good, tmp_path, monkeypatch):
-    def disk_full(file, *args, **kwargs):
-        Path(file).write_bytes(b"fLaC partial")
+    def disk_full(self, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(sf, "write", disk_full)
+    monkeypatch.setattr(sf.SoundFile, "write", disk_full)
     with pytest.raises(AudioError) as caught:
         write_clip(good["wav_stereo"].path, tmp_path / "c.flac", start_s=None, end_s=None, settings=SETTINGS)
     assert caught.value.reason == "write_failed"
