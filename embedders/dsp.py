@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import librosa
 import numpy as np
 
+from embedders.spec import EmbedderSpec
+
 N_MELS = 64
 N_MFCC = 20
 F_MAX = 10_000.0
@@ -77,13 +79,17 @@ def _standardiser(families: tuple[FeatureFamily, ...]) -> tuple[np.ndarray, np.n
     return offsets[:, None].astype(np.float32), scales[:, None].astype(np.float32)
 
 
+RECIPE = "1"
+"""Version of the feature recipe (families, parameters, constants); bump it on any change: it names the space."""
+
+
 class DspEmbedder:
-    """The :class:`embedders.base.Embedder` contract for the feature recipe described above."""
+    """The :class:`embedders.base.FrameEmbedder` contract for the feature recipe described above."""
 
     name = "dsp"
-    revision = "1"
-    """Version of the feature recipe (families, parameters, constants); bump it on any change."""
+    revision = RECIPE
     weights_sha256 = ""
+    precision = "reference"
     sample_rate = 22_050
     channels = 1
     n_fft = 2048
@@ -93,6 +99,7 @@ class DspEmbedder:
     frame_dim = sum(f.rows for f in FAMILIES)
 
     def __init__(self) -> None:
+        self.spec = SPEC
         self._offset, self._scale = _standardiser(FAMILIES)
         frequencies = librosa.fft_frequencies(sr=self.sample_rate, n_fft=self.n_fft)
         self._contrast_freqs = frequencies[frequencies <= F_MAX]
@@ -132,3 +139,16 @@ class DspEmbedder:
             ]
         )
         return ((features - self._offset) / self._scale).astype(np.float32)
+
+
+SPEC = EmbedderSpec(
+    name="dsp",
+    summary="weight-free librosa features (log-mel, MFCC, chroma, contrast, onset); runs anywhere, fast",
+    factory=lambda weights, device, precision: DspEmbedder(),
+    space=f"musictext-dsp-{RECIPE}",
+    frame_dim=DspEmbedder.frame_dim,
+    sample_rate=DspEmbedder.sample_rate,
+    window_s=DspEmbedder.window_s,
+    hop_s=DspEmbedder.hop_s,
+    audio_input=f"mono mean; soxr resample to {DspEmbedder.sample_rate} Hz",
+)

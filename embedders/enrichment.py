@@ -5,7 +5,7 @@ two. The vector is ``concat(mean, spread, drift)`` over time, L2-normalised, whe
 ``D`` dimensions
 
 * ``mean``   is the mean over the ``T`` frames,
-* ``spread`` is the inter-quartile range divided by 1.34898 (the IQR of a unit normal), a spread
+* ``spread`` is the inter-quartile range divided by 1.3489795… (the IQR of a unit normal), a spread
   that a few outlier frames (a click, a silent gap) cannot dominate; the quartiles use numpy's
   default linear interpolation,
 * ``drift``  is the mean of the first differences over time. It telescopes to
@@ -15,8 +15,8 @@ two. The vector is ``concat(mean, spread, drift)`` over time, L2-normalised, whe
 Decisions for the edge cases, so every implementation agrees:
 
 * ``T == 1``: the IQR of one value is 0 and there are no differences, so ``spread`` and ``drift``
-  are 0 (the vector is the normalised mean). Embedders that give one vector per window are expected
-  to yield several windows per clip (see ARCHITECTURE.md); a single frame is not an error.
+  are 0 (the vector is the normalised mean). This is what Navidrome stores for anything up to one
+  window long (a 30 s clip is one 120 s MuQ window), so a single frame is not an error.
 * ``T == 0``: a clip without frames cannot be summarised; :func:`enrich` raises ``ValueError``.
 * An all-zero concatenation has no direction: it stays all-zero rather than becoming NaN (the norm
   is not divided by when it is 0). The embed runtime rejects such vectors, because a stored vector
@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import numpy as np
 
-IQR_OF_UNIT_NORMAL = 1.34898
-ENRICHMENT = "concat(mean,iqr/1.34898,mean(diff));l2"
+IQR_OF_UNIT_NORMAL = 1.3489795003921634
+"""The interquartile range of a unit normal, the constant of shared/navidrome.md to all its digits."""
+ENRICHMENT = "concat(mean,iqr/1.3489795003921634,mean(diff));l2"
 """Stored in every shard's ``enrichment`` attribute; change it whenever the formula changes."""
 
 

@@ -1,95 +1,105 @@
-"""``mert``: MERT-v1-330M frame features, 25 hidden states × 1024 per 75 Hz frame (→ 76 800 enriched).
+"""``mert``: MERT-v1-330M, one 25 600-d frame per 30 s window every 5 s (→ 76 800), as Navidrome computes it.
 
-The MERT snapshot ships remote code (``MERTModel``), but for v1-330M that model *is* transformers'
-own ``HubertModel``: no CQT branch, and with ``do_stable_layer_norm`` the encoder is HuBERT's; its
-weights load into ``HubertModel`` with no missing or unexpected keys and give identical hidden
-states (shared/embedders.md §2). So no remote code runs here, which also avoids the remote code's
-breakage on newer transformers. A config that switches on what HuBERT lacks is refused rather than
-silently computed differently, and so is a checkpoint that leaves any weight unloaded.
+shared/navidrome.md: the reference takes the track mono at 24 kHz and cuts 30 s windows every 5 s (one
+window zero-padded to 30 s for anything shorter, one more window ending at the track's end). Each padded
+window is normalised by the model's ``Wav2Vec2FeatureExtractor`` on its own (``do_normalize``: zero mean,
+unit variance over the padded window, variance floor 1e-7) and run with ``output_hidden_states=True``; each
+of the 25 hidden states (the feature projection and the 24 layers) is averaged over the window's time
+steps, and the 25 means, layer 0 first, are the window's frame. Frames ``[25600, T]`` are then enriched.
+The padding is part of the window as the model sees it (its attention attends to it), so a 10 s clip costs
+a whole 30 s window.
 
-Input is normalised as the snapshot's ``preprocessor_config.json`` says (``do_normalize``: per-clip
-zero mean, unit variance, as ``Wav2Vec2FeatureExtractor`` does), then the model runs on chunks of
-about ``chunk_s`` seconds: attention is quadratic in length and MERT was trained on 5 s. Chunks
-overlap by ``window − hop`` samples so that the chunks' frames together are exactly as many as the
-whole clip's, ``T = ⌊(N − 400) / 320⌋ + 1``; the remainder joins the last chunk, which runs to the
-clip's last sample. (The first convolution's GroupNorm normalises over the whole input, so every
-sample given to the model, even one past the last full frame, affects all frames: a clip that fits
-in one chunk is run whole, exactly as the model would run it.)
+The MERT snapshot ships remote code (``MERTModel``), but for v1-330M that model *is* transformers' own
+``HubertModel``: no CQT branch, and with ``do_stable_layer_norm`` the encoder is HuBERT's; its weights
+load into ``HubertModel`` with no missing or unexpected keys and give identical hidden states
+(shared/embedders.md §2). So no remote code runs here. A config that switches on what HuBERT lacks is
+refused rather than silently computed differently, and so is a checkpoint that leaves any weight unloaded.
+transformers 5 changed ``hidden_states[-1]`` of this encoder to the state *before* the final LayerNorm
+(4.57, the reference's: after it, equal to ``last_hidden_state``), so the 25th state is always taken from
+``last_hidden_state``, which means the same in both.
 
-transformers 5 changed ``hidden_states[-1]`` of this encoder to the state *before* the final
-LayerNorm (4.57: after it, equal to ``last_hidden_state``, as in the original model). The 25th
-state is therefore always taken from ``last_hidden_state``, which means the same in both.
+Precision: ``reference`` runs float32, as the reference does; ``bf16`` runs under bfloat16 autocast.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
-from embedders.weights import MERT, locate_weights
+from embedders.audio_input import AudioInput
+from embedders.spec import NAVIDROME_SPACE, EmbedderSpec
+from embedders.weights import WeightsSpec, locate_weights
+from embedders.windows import Piece, TrackPlan, window_starts
 
-CHUNK_S = 30.0
-_NORM_EPS = 1e-7
+SAMPLE_RATE = 24_000
+WINDOW_S = 30.0
+HOP_S = 5.0
+NORM_EPS = 1e-7
 """``Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm``'s variance floor."""
+
+WEIGHTS = WeightsSpec(
+    name="mert",
+    title="MERT-v1-330M",
+    repo_id="m-a-p/MERT-v1-330M",
+    # Taken from a public loader that pins this repository; not re-checked against the Hub from here.
+    revision="0e06c986db0527c0fd1b47181c40f006805e3de0",
+    files=("config.json", "preprocessor_config.json"),
+    weight_files=("model.safetensors", "pytorch_model.bin"),
+    download_size="about 1.3 GB",
+)
+AUDIO_INPUT = AudioInput(SAMPLE_RATE)
 
 
 class MertEmbedder:
-    """:class:`embedders.base.Embedder` for MERT-v1-330M, plus :meth:`frames_tensor` for GPU workers."""
+    """:class:`embedders.torch_runtime.TrackEmbedder` for MERT-v1-330M (see the module docstring)."""
 
-    name = MERT.name
-    channels = 1
+    audio_input = AUDIO_INPUT
+    piece_s = WINDOW_S
 
     def __init__(
-        self, weights: Path | None = None, *, device: str | torch.device = "cpu", chunk_s: float = CHUNK_S
+        self, weights: Path | None = None, *, device: str | torch.device = "cpu", precision: str = "reference"
     ) -> None:
-        located = locate_weights(MERT, weights)
+        located = locate_weights(WEIGHTS, weights)
+        self.spec = SPEC
         self.revision = located.revision
         self.weights_sha256 = located.sha256
+        self.precision = precision
         config = _hubert_config(located.directory / "config.json")
         extractor = Wav2Vec2FeatureExtractor.from_pretrained(located.directory)
-        self.sample_rate = int(extractor.sampling_rate)
+        if int(extractor.sampling_rate) != SAMPLE_RATE:
+            raise ValueError(f"{located.directory} configures MERT for {extractor.sampling_rate} Hz; Navidrome's "
+                             f"runs at {SAMPLE_RATE} Hz")
         self.normalize = bool(extractor.do_normalize)
-        self.window, self.hop = _receptive_field(config.conv_kernel, config.conv_stride)
-        self.window_s = self.window / self.sample_rate
-        self.hop_s = self.hop / self.sample_rate
+        self.window, self.hop = round(WINDOW_S * SAMPLE_RATE), round(HOP_S * SAMPLE_RATE)
         self.frame_dim = (config.num_hidden_layers + 1) * config.hidden_size
-        self.chunk_frames = max(1, round(chunk_s / self.hop_s))
         self.device = torch.device(device)
         self.model = _load_model(located.directory, config).to(self.device).eval()
 
-    def frame_count(self, samples: int) -> int:
-        return 0 if samples < self.window else (samples - self.window) // self.hop + 1
+    def plan(self, samples: int) -> TrackPlan:
+        """One piece per window, zero-padded to 30 s."""
+        starts = window_starts(samples, self.window, self.hop)
+        pieces = tuple(Piece.span(start, min(self.window, samples - start), self.window) for start in starts)
+        return TrackPlan(pieces, len(pieces))
 
-    def frames(self, batch: np.ndarray) -> np.ndarray:
-        """``batch``: float32 ``[B, 1, N]`` at 24 kHz; returns float32 ``[B, frame_dim, T]``."""
-        if batch.ndim != 3 or batch.shape[1] != self.channels:
-            raise ValueError(f"mert takes mono batches [B, 1, N], got shape {batch.shape}")
-        return self.frames_tensor(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).cpu().numpy()
-
-    @torch.inference_mode()
-    def frames_tensor(self, audio: torch.Tensor) -> torch.Tensor:
-        """``audio``: float ``[B, 1, N]`` at 24 kHz on any device; returns float32 ``[B, frame_dim, T]`` on the
-        model's device. Runs under bf16 autocast on CUDA. Fewer than ``window`` samples give ``T = 0``."""
-        audio = audio[:, 0].to(self.device, torch.float32)
-        total = self.frame_count(audio.shape[-1])
-        if total == 0:
-            return audio.new_zeros((audio.shape[0], self.frame_dim, 0))
+    def forward(self, pieces: torch.Tensor, key: tuple[Any, ...]) -> torch.Tensor:
+        """``pieces``: ``[B, 1, 720000]`` padded windows; returns ``[B, 25600]``: per window, the time-mean of
+        every hidden state, layer 0 first."""
+        audio = pieces[:, 0].float()
         if self.normalize:
             audio = _zero_mean_unit_variance(audio)
-        firsts = [index * self.chunk_frames for index in range(max(1, total // self.chunk_frames))]
-        ends = [(first - 1) * self.hop + self.window for first in firsts[1:]] + [audio.shape[-1]]
-        chunks = [audio[:, first * self.hop : end] for first, end in zip(firsts, ends, strict=True)]
-        return torch.cat([self._chunk_frames(chunk) for chunk in chunks], dim=-1)
-
-    def _chunk_frames(self, chunk: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            output = self.model(chunk, output_hidden_states=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            output = self.model(audio, output_hidden_states=True)
         states = (*output.hidden_states[:-1], output.last_hidden_state)
-        return torch.cat([state.float() for state in states], dim=-1).transpose(1, 2)
+        return torch.cat([state.float().mean(dim=1) for state in states], dim=-1)
+
+    def assemble(self, plan: TrackPlan, outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``[25600, T]``: the windows' frames in time order."""
+        return torch.stack(list(outputs), dim=1)
 
 
 def _hubert_config(path: Path) -> HubertConfig:
@@ -114,18 +124,27 @@ def _load_model(directory: Path, config: HubertConfig) -> HubertModel:
     return model
 
 
-def _receptive_field(kernels: tuple[int, ...], strides: tuple[int, ...]) -> tuple[int, int]:
-    """Samples one frame sees and samples between frames, from the convolutional feature encoder."""
-    window, hop = 1, 1
-    for kernel, stride in zip(kernels, strides, strict=True):
-        window += (kernel - 1) * hop
-        hop *= stride
-    return window, hop
-
-
 def _zero_mean_unit_variance(audio: torch.Tensor) -> torch.Tensor:
-    """Per clip, as ``Wav2Vec2FeatureExtractor`` normalises; statistics in float64 for long clips."""
+    """Per window, as ``Wav2Vec2FeatureExtractor`` normalises; statistics in float64."""
     wide = audio.double()
     mean = wide.mean(dim=-1, keepdim=True)
     variance = wide.var(dim=-1, unbiased=False, keepdim=True)
-    return ((wide - mean) / torch.sqrt(variance + _NORM_EPS)).float()
+    return ((wide - mean) / torch.sqrt(variance + NORM_EPS)).float()
+
+
+SPEC = EmbedderSpec(
+    name="mert",
+    summary="MERT-v1-330M: 30 s windows every 5 s, time-mean of all 25 hidden states (Navidrome's 'mert')",
+    factory=lambda weights, device, precision: MertEmbedder(weights, device=device, precision=precision),
+    space=NAVIDROME_SPACE,
+    frame_dim=25 * 1024,
+    sample_rate=SAMPLE_RATE,
+    window_s=WINDOW_S,
+    hop_s=HOP_S,
+    audio_input=AUDIO_INPUT.describe(),
+    window_padding="zeros",
+    weights=WEIGHTS,
+    device=True,
+    # 2.94 GiB for 32 × 10 s in bf16 (shared/embedders.md §2, which kept every frame); float32 doubles it.
+    audio_bytes_per_second=40_000_000,
+)

@@ -1,112 +1,152 @@
-"""``muq``: MuQ-MuLan-large audio embeddings, one 512-d unit vector per window (→ 1536 enriched).
+"""``muq``: MuQ-MuLan-large, one 512-d frame per 120 s window every 15 s (→ 1536), as Navidrome computes it.
 
-MuQ-MuLan was trained on 10 s clips (``clip_secs``) and gives one vector per clip, so a frame here is
-one window of audio. The enrichment's spread and drift need several frames, so windows overlap, as
-the architecture asks: 10 s windows every 2.5 s (a quarter window), and for inputs shorter than 20 s,
-windows of half the input every quarter of that, so that every input of 20 s or less gives five
-frames. A remainder past the last full step becomes one more window, the input's *last* ``window``
-samples, so the tail is covered and every window is real audio: 25 s → windows starting at 0, 2.5, …,
-15 s, ``T = 7``; 30 s → ``T = 9``; 12 s → 6 s windows every 1.5 s, ``T = 5``. An input of fewer than
-1025 samples gives no frame (``T = 0``): the mel spectrogram reflect-pads 1024 samples on each side,
-which needs a longer input. The package's own ``MuQMuLan.forward`` instead cuts disjoint 10 s clips,
-fills a short one with audio from the track start and averages the clips' vectors into one; here each
-window keeps its vector for the enrichment. All windows of a batch go through ``get_audio_latents`` in
-one call per window length.
+shared/navidrome.md: the reference takes the track mono at 24 kHz, cuts 120 s windows every 15 s (one
+window zero-padded to 120 s for anything shorter, one more window ending at the track's end), and calls
+``MuQMuLan(wavs=windows)``: MuLan cuts each window into twelve disjoint 10 s clips, embeds each clip on its
+own (a unit vector) and averages the twelve without renormalising. Frames ``[512, T]`` are then enriched.
+
+Here the work is planned per clip instead of per window, with the same result: every 10 s clip of every
+window is a piece run through ``get_audio_latents`` (MuLan's own per-clip call), and a window's frame is
+the plain mean of its twelve clip latents. Clips that several windows share (the 15 s hop puts clip starts
+on a 5 s grid) are computed once, and the digital silence of a padded window — eleven of the twelve clips
+of a 10 s input — is one latent computed once per loaded model, not eleven forward passes per clip. A
+clip's latent depends on that clip only, so none of this changes a vector.
 
 Loading never downloads (see :mod:`embedders.weights`). ``MuQMuLan``'s constructor builds its audio
 backbone with ``MuQ.from_pretrained(audio_model.name)`` and its text tower with
 ``XLMRobertaModel.from_pretrained(text_model.name)``, by default from the Hub; so all three repositories
 are located on this machine and the two names in MuQ-MuLan-large's ``config.json`` are replaced by the
 located directories (whose paths still contain "muq" and "xlm-roberta", which the constructor
-dispatches on). The checkpoint then overwrites every weight of both; what they contribute is their
-architecture and the backbone's config, whose ``stat`` (the mel normalisation) is not a weight. The
-checkpoint loads strictly: the hub mixin's default ``strict=False`` would leave a renamed or missing
-weight silently random.
+dispatches on). The checkpoint then overwrites every weight of both, strictly: the hub mixin's default
+``strict=False`` would leave a renamed or missing weight silently random. The text tower (329 M of the
+709 M parameters) is then dropped: audio embeddings never use it.
 
-The text tower (XLM-RoBERTa and its head, 329 M of the 709 M parameters) is then dropped: audio
-embeddings never use it, and on the device it would nearly double the weights' memory.
-
-On CUDA the model runs on float32 waveforms under bf16 autocast. Casting the model to bf16 instead
-crashes: MuQ casts its mel spectrogram to fp16 whenever the input is 16-bit.
+Precision: the reference runs in float32, and so does ``reference`` here. ``bf16`` runs float32 waveforms
+under bfloat16 autocast (casting the model to bf16 instead crashes: MuQ casts its mel spectrogram to fp16
+whenever the input is 16-bit).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from muq import MuQMuLan
 from safetensors.torch import load_file
 
-from embedders.weights import MUQ, MUQ_BACKBONE, MUQ_TEXT, LocatedWeights, locate_weights
+from embedders.audio_input import AudioInput
+from embedders.spec import NAVIDROME_SPACE, EmbedderSpec
+from embedders.weights import LocatedWeights, WeightsSpec, locate_weights
+from embedders.windows import Piece, TrackPlan, window_starts
 
-MIN_SAMPLES = 1025
-"""Shortest input MuQ's mel front end takes: ``n_fft / 2`` samples of reflect padding need more input."""
-HOPS_PER_WINDOW = 4
-MIN_FRAMES = 1 + HOPS_PER_WINDOW
-"""Frames an input of up to two windows gives (one window plus four hops spans two windows)."""
+SAMPLE_RATE = 24_000
+WINDOW_S = 120.0
+HOP_S = 15.0
+LATENT_DIM = 512
+
+# MuQ-MuLan: unverified revisions (the cache's refs/main names the snapshot, whose commit is recorded). A public
+# loader that pins all three uses MuQ-MuLan-large 2e01c796b71dca71b45251384c04cd7b237c9020, MuQ-large-msd-iter
+# 0562a57814f6f8bbd9fdea0a25921a2fce1a841a and xlm-roberta-base e73636d4f797dec63c3081bb6ed5c7b0bb3f2089; pin
+# them once checked against the Hub.
+BACKBONE_WEIGHTS = WeightsSpec(
+    name="muq",
+    title="MuQ-large-msd-iter (MuQ-MuLan's audio backbone)",
+    repo_id="OpenMuQ/MuQ-large-msd-iter",
+    revision="main",
+    files=("config.json",),
+    weight_files=("model.safetensors",),
+    download_size="about 1.3 GB",
+)
+TEXT_WEIGHTS = WeightsSpec(
+    name="muq",
+    title="XLM-RoBERTa base (MuQ-MuLan's text tower)",
+    repo_id="FacebookAI/xlm-roberta-base",
+    revision="main",
+    files=("config.json",),
+    # The repository also holds pytorch_model.bin (and TF, Flax, ONNX copies): the same weights, which
+    # fetching by pattern would download a second time.
+    weight_files=("model.safetensors",),
+    download_size="about 1.1 GB",
+)
+WEIGHTS = WeightsSpec(
+    name="muq",
+    title="MuQ-MuLan-large",
+    repo_id="OpenMuQ/MuQ-MuLan-large",
+    revision="main",
+    files=("config.json",),
+    weight_files=("model.safetensors", "pytorch_model.bin"),
+    download_size="about 5.2 GB in 3 repositories",
+    requires=(BACKBONE_WEIGHTS, TEXT_WEIGHTS),
+)
+AUDIO_INPUT = AudioInput(SAMPLE_RATE)
 
 
 class MuqEmbedder:
-    """:class:`embedders.base.Embedder` for MuQ-MuLan-large, plus :meth:`frames_tensor` for GPU workers."""
+    """:class:`embedders.torch_runtime.TrackEmbedder` for MuQ-MuLan-large (see the module docstring)."""
 
-    name = MUQ.name
-    channels = 1
+    audio_input = AUDIO_INPUT
 
-    def __init__(self, weights: Path | None = None, *, device: str | torch.device = "cpu") -> None:
-        located = locate_weights(MUQ, weights)
+    def __init__(
+        self, weights: Path | None = None, *, device: str | torch.device = "cpu", precision: str = "reference"
+    ) -> None:
+        located = locate_weights(WEIGHTS, weights)
+        self.spec = SPEC
         self.revision = located.revision
         self.weights_sha256 = located.sha256
+        self.precision = precision
         model = _load_model(located)
-        self.sample_rate = int(model.sr)
-        self.window = round(model.sr * model.clip_secs)
-        self.window_s = float(model.clip_secs)
-        self.hop_s = self.window_s / HOPS_PER_WINDOW
+        if int(model.sr) != SAMPLE_RATE:
+            raise ValueError(f"{located.directory} configures MuQ-MuLan for {model.sr} Hz; Navidrome's runs at "
+                             f"{SAMPLE_RATE} Hz")
+        self.clip = round(model.sr * model.clip_secs)
+        self.window, self.hop = round(WINDOW_S * SAMPLE_RATE), round(HOP_S * SAMPLE_RATE)
+        if self.window % self.clip:
+            raise ValueError(f"MuLan clips of {model.clip_secs} s do not tile the {WINDOW_S:g} s window")
+        self.piece_s = float(model.clip_secs)
         self.device = torch.device(device)
         self.mulan = _audio_only(model).to(self.device).eval()
         self.frame_dim = int(self.mulan.dim_latent)
+        self._silence: torch.Tensor | None = None
 
-    def frame_count(self, samples: int) -> int:
-        return len(self.window_starts(samples)[1])
+    def plan(self, samples: int) -> TrackPlan:
+        """One piece per distinct non-silent 10 s clip of the windows; ``layout``: per window, its twelve
+        clips as piece indices, ``-1`` for a clip of padding (see the module docstring)."""
+        pieces: dict[tuple[int, int], int] = {}
+        layout = []
+        for start in window_starts(samples, self.window, self.hop):
+            clips = []
+            for clip_start in range(start, start + self.window, self.clip):
+                length = min(self.clip, max(0, samples - clip_start))
+                clips.append(pieces.setdefault((clip_start, length), len(pieces)) if length else -1)
+            layout.append(tuple(clips))
+        spans = tuple(Piece.span(start, length, self.clip) for start, length in pieces)
+        return TrackPlan(spans, len(layout), tuple(layout))
 
-    def window_starts(self, samples: int) -> tuple[int, list[int]]:
-        """The window length and the window starts, in samples, for an input of ``samples`` (see the module
-        docstring); no starts when the input is too short for a frame."""
-        window = min(self.window, max(MIN_SAMPLES, samples // 2))
-        if samples < window:
-            return window, []
-        starts = list(range(0, samples - window + 1, max(1, window // HOPS_PER_WINDOW)))
-        if starts[-1] + window < samples:
-            starts.append(samples - window)
-        return window, starts
+    def forward(self, pieces: torch.Tensor, key: tuple[Any, ...]) -> torch.Tensor:
+        """``pieces``: ``[B, 1, 240000]`` 10 s clips; returns their ``[B, 512]`` unit latents (float32)."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return self.mulan.get_audio_latents(pieces[:, 0]).float()
 
-    def frames(self, batch: np.ndarray) -> np.ndarray:
-        """``batch``: float32 ``[B, 1, N]`` at 24 kHz; returns float32 ``[B, 512, T]``, unit vectors."""
-        if batch.ndim != 3 or batch.shape[1] != self.channels:
-            raise ValueError(f"muq takes mono batches [B, 1, N], got shape {batch.shape}")
-        return self.frames_tensor(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).cpu().numpy()
+    def assemble(self, plan: TrackPlan, outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``[512, T]``: per window, the mean of its twelve clip latents. The silence latent goes last, so a
+        padding clip's index ``-1`` picks it."""
+        latents = torch.stack([*outputs, self.silence()])
+        return torch.stack([latents[list(clips)].mean(dim=0) for clips in plan.layout], dim=1)
 
-    @torch.inference_mode()
-    def frames_tensor(self, audio: torch.Tensor) -> torch.Tensor:
-        """``audio``: float ``[B, 1, N]`` at 24 kHz on any device; returns float32 ``[B, 512, T]`` on the
-        model's device, one unit vector per window (see the module docstring). Runs under bf16 autocast on
-        CUDA. Fewer than :data:`MIN_SAMPLES` samples give ``T = 0``."""
-        audio = audio[:, 0].to(self.device, torch.float32)
-        batch, samples = audio.shape
-        length, starts = self.window_starts(samples)
-        if not starts:
-            return audio.new_zeros((batch, self.frame_dim, 0))
-        windows = torch.stack([audio[:, start : start + length] for start in starts], dim=1)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            latents = self.mulan.get_audio_latents(windows.reshape(batch * len(starts), length))
-        return latents.float().reshape(batch, len(starts), self.frame_dim).transpose(1, 2)
+    def silence(self) -> torch.Tensor:
+        """The latent of a 10 s clip of digital silence, computed once."""
+        if self._silence is None:
+            with torch.inference_mode():
+                self._silence = self.forward(torch.zeros((1, 1, self.clip), device=self.device), ())[0]
+        return self._silence
 
 
-def _load_model(located: LocatedWeights) -> MuQMuLan:
+def _load_model(located: LocatedWeights) -> Any:
     """``MuQMuLan`` built from the located repositories, with every weight from the checkpoint."""
+    from muq import MuQMuLan
+
     model = MuQMuLan(_config(located))
     try:
         model.load_state_dict(_state_dict(located.weights_file), strict=True)
@@ -123,8 +163,8 @@ def _config(located: LocatedWeights) -> dict[str, Any]:
     mixin accepts the config at the top level of ``config.json`` or under a ``config`` key; so does this."""
     fields = json.loads((located.directory / "config.json").read_text())
     config = fields.get("config", fields)
-    backbone = located.requires[MUQ_BACKBONE.repo_id].directory
-    text = located.requires[MUQ_TEXT.repo_id].directory
+    backbone = located.requires[BACKBONE_WEIGHTS.repo_id].directory
+    text = located.requires[TEXT_WEIGHTS.repo_id].directory
     return config | {
         "audio_model": config["audio_model"] | {"name": str(backbone)},
         "text_model": config["text_model"] | {"name": str(text)},
@@ -137,9 +177,27 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _audio_only(model: MuQMuLan) -> torch.nn.Module:
+def _audio_only(model: Any) -> torch.nn.Module:
     """The ``MuLanModel`` inside, without its text tower (see the module docstring)."""
     mulan = model.mulan_module
     mulan.text = None
     mulan.text_to_latents = None
     return mulan
+
+
+SPEC = EmbedderSpec(
+    name="muq",
+    summary="MuQ-MuLan-large: 120 s windows every 15 s, MuLan's 10 s clip average (Navidrome's 'muq')",
+    factory=lambda weights, device, precision: MuqEmbedder(weights, device=device, precision=precision),
+    space=NAVIDROME_SPACE,
+    frame_dim=LATENT_DIM,
+    sample_rate=SAMPLE_RATE,
+    window_s=WINDOW_S,
+    hop_s=HOP_S,
+    audio_input=AUDIO_INPUT.describe(),
+    window_padding="zeros",
+    weights=WEIGHTS,
+    device=True,
+    # 2.97 GiB of activations for 32 clips of 10 s in bf16 (shared/embedders.md §1), twice over for float32.
+    audio_bytes_per_second=20_000_000,
+)

@@ -1,4 +1,4 @@
-"""The CPU embedding runtime: canonical clips → enriched vectors, one work unit at a time.
+"""The CPU embedding runtime for frame embedders (``dsp``): canonical clips → enriched vectors.
 
 A clip is decoded in chunks of about ``chunk_s`` seconds (``processors.decode`` seeks by frame), each
 converted to the embedder's channels and sample rate and turned into frames on its own; the frames
@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 import store
-from embedders.base import Embedder
-from embedders.enrichment import ENRICHMENT, enrich, enriched_dim
+from embedders.base import Embedder, FrameEmbedder
+from embedders.enrichment import ENRICHMENT, enrich
 from processors.channels import to_channels
 from processors.decode import Audio, decode, probe_duration
 from processors.errors import AudioError
 from processors.resample import resample
-from store.shards import ShardAttributes
+from store.shards import Embedded, ShardAttributes
 from store.status import FailureClass, StatusRecord
 
 STAGE = "embed"
@@ -41,24 +41,31 @@ class EmbedError(AudioError):
 
 
 def shard_attributes(embedder: Embedder) -> ShardAttributes:
-    """What every shard written with this embedder records about how its vectors were made."""
+    """What every shard written with this embedder records about how its vectors were made: the model and
+    its weights, the space and the computation that defines it, the code version. The width is the loaded
+    model's (weights of a smaller variant give another), not the spec's."""
+    spec = embedder.spec
     return ShardAttributes(
-        model=embedder.name,
+        model=spec.name,
         model_revision=embedder.revision,
-        dim=enriched_dim(embedder.frame_dim),
+        dim=3 * embedder.frame_dim,
         enrichment=ENRICHMENT,
-        sample_rate=embedder.sample_rate,
-        window_s=embedder.window_s,
-        hop_s=embedder.hop_s,
+        sample_rate=spec.sample_rate,
+        window_s=spec.window_s,
+        hop_s=spec.hop_s,
         musictext_version=store.__version__,
         weights_sha256=embedder.weights_sha256,
+        space=spec.space,
+        audio_input=spec.audio_input,
+        window_padding=spec.window_padding,
+        precision=embedder.precision,
     )
 
 
 def embed_clips(
-    embedder: Embedder, clips: Iterable[tuple[str, Path]], *, chunk_s: float = CHUNK_S
-) -> Iterator[tuple[str, np.ndarray | StatusRecord]]:
-    """Yield ``(item_id, float32 unit vector)`` or ``(item_id, failed record)`` per clip, in order.
+    embedder: FrameEmbedder, clips: Iterable[tuple[str, Path]], *, chunk_s: float = CHUNK_S
+) -> Iterator[tuple[str, Embedded | StatusRecord]]:
+    """Yield ``(item_id, Embedded)`` or ``(item_id, failed record)`` per clip, in order.
 
     A clip that cannot be embedded never stops the others; its record says why and what to do.
     """
@@ -73,21 +80,22 @@ def embed_clips(
             )
 
 
-def embed_clip(embedder: Embedder, path: Path, *, chunk_s: float = CHUNK_S) -> np.ndarray:
-    """One clip's enriched float32 vector of size ``3 · frame_dim``.
+def embed_clip(embedder: FrameEmbedder, path: Path, *, chunk_s: float = CHUNK_S) -> Embedded:
+    """One clip's enriched float32 vector of size ``3 · frame_dim`` and its frame count.
 
     Raises :class:`AudioError` when the clip cannot be read, :class:`EmbedError` when it reads but
     gives no usable vector.
     """
-    chunk_frames = [_frames(embedder, chunk, path) for chunk in clip_chunks(embedder, path, chunk_s)]
+    geometry = ChunkGeometry(embedder.channels, embedder.spec.sample_rate, embedder.spec.hop_s)
+    chunk_frames = [_frames(embedder, chunk, path) for chunk in clip_chunks(geometry, path, chunk_s)]
     frames = np.concatenate(chunk_frames, axis=-1)
     if frames.shape[-1] == 0:
-        raise too_short(embedder.name, path)
+        raise too_short(embedder.spec.name, path)
     vector = enrich(frames)[0]
-    problem = unusable(embedder.name, path, vector)
+    problem = unusable(embedder.spec.name, path, vector)
     if problem is not None:
         raise problem
-    return vector
+    return Embedded(vector, frames.shape[-1])
 
 
 def non_finite_audio(path: Path) -> EmbedError:
@@ -119,41 +127,44 @@ def unusable(model: str, path: Path, vector: np.ndarray) -> EmbedError | None:
     return None
 
 
-def _frames(embedder: Embedder, chunk: np.ndarray, path: Path) -> np.ndarray:
+def _frames(embedder: FrameEmbedder, chunk: np.ndarray, path: Path) -> np.ndarray:
+    name, frame_dim = embedder.spec.name, embedder.spec.frame_dim
     if not np.isfinite(chunk).all():
         raise non_finite_audio(path)
     try:
         frames = embedder.frames(chunk[None])
     except Exception as error:  # any failure inside a model is this clip's failure, not the unit's
-        raise EmbedError(
-            "embedder_error",
-            f"{embedder.name} failed on {path}: {type(error).__name__}: {error}",
-        ) from error
-    if frames.ndim != 3 or frames.shape[:2] != (1, embedder.frame_dim):
+        raise EmbedError("embedder_error", f"{name} failed on {path}: {type(error).__name__}: {error}") from error
+    if frames.ndim != 3 or frames.shape[:2] != (1, frame_dim):
         raise RuntimeError(
-            f"embedder {embedder.name!r} broke its contract: frames of shape {frames.shape} for one clip, "
-            f"expected (1, {embedder.frame_dim}, T)"
+            f"embedder {name!r} broke its contract: frames of shape {frames.shape} for one clip, "
+            f"expected (1, {frame_dim}, T)"
         )
     return frames
 
 
-class ChunkGeometry(Protocol):
-    """What decoding into chunks needs of an embedder; the GPU runtime's decoding workers get a picklable
-    stand-in (:class:`embedders.torch_runtime.WindowSpec`) instead of the model."""
+@dataclass(frozen=True)
+class ChunkGeometry:
+    """What decoding a clip into chunks needs of an embedder."""
 
     channels: int
     sample_rate: int
     hop_s: float
 
 
-def clip_chunks(embedder: ChunkGeometry, path: Path, chunk_s: float) -> Iterator[np.ndarray]:
-    """The clip as float32 ``[channels, n]`` chunks at the embedder's rate (see the module docstring)."""
+def require_clip(path: Path) -> None:
+    """A clip that is not there yet is the preprocess stage's to make: transient, retried by the next run."""
     if not path.is_file():
         raise EmbedError(
             "missing_clip",
             f"clip {path} does not exist; run the preprocess stage for this dataset first.",
             failure_class=FailureClass.TRANSIENT,
         )
+
+
+def clip_chunks(embedder: ChunkGeometry, path: Path, chunk_s: float) -> Iterator[np.ndarray]:
+    """The clip as float32 ``[channels, n]`` chunks at the embedder's rate (see the module docstring)."""
+    require_clip(path)
     chunk_s = max(1, round(chunk_s / embedder.hop_s)) * embedder.hop_s
     count = max(1, math.floor(probe_duration(path) / chunk_s))
     for index in range(count):

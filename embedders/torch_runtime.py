@@ -1,294 +1,267 @@
-"""The batched torch runtime: canonical clips → enriched vectors on a GPU (or, slowly, on a CPU).
+"""The batched torch runtime: canonical clips → vectors in a model's space, on a GPU (or, slowly, a CPU).
 
-DataLoader worker processes decode one clip each into windows of ``window_s`` seconds, exactly as
-:func:`embedders.runtime.embed_clips` does with ``chunk_s=window_s`` (same seeks, channel mapping and
-resampling, the remainder joining the last window), so both runtimes give the same vectors. The
-loader hands over single clips, not batches, so every worker is busy however few clips a batch holds
-(a loader batch of 64 clips would be decoded by one worker alone while the others idle). The main
-process gathers clips until they hold a forward pass worth of windows, then groups equal-length
-windows: clips of one dataset mostly share a length, so nearly every window goes through the model in
-one call, and nothing is padded (the models normalise over the whole input, so padding would change
-the frames). Windows are stacked into pinned memory and copied without blocking; the model runs under
-``torch.inference_mode`` and, on CUDA, the embedders' own bf16 autocast. The frames of all windows of a
-clip are joined along time and enriched on the device, so enrichment sees every frame of the clip
-while a full song only ever reaches the model one window at a time.
+A clip — 10 s or a whole track of many minutes — is one item. DataLoader worker processes decode it and
+prepare it as the reference does (:mod:`embedders.audio_input`: channels, torchaudio resampling, 16-bit
+round trip), so decoding and resampling never run in the loop that feeds the device. The loader hands over
+single tracks, so every worker stays busy however few tracks a batch holds.
 
-How many windows go through the model at once comes from the free device memory and a per-model
-estimate of bytes per second of audio; an out-of-memory error halves it and retries instead of
-stopping the unit. A clip that cannot be decoded, makes the model fail, or gives NaN is recorded with
-the same reasons as the CPU runtime, and the rest of the batch goes on.
+The embedder plans each track (:class:`embedders.windows.TrackPlan`): the pieces its model must see —
+MuQ's 10 s clips, MERT's 30 s windows, Music2Latent's 10 s chunks — as positions in the track. The main
+process gathers tracks until their pieces fill a forward pass, groups pieces of equal shape from any track,
+and copies each group into page-locked memory ``batch_size`` pieces at a time, zero-filled where the track
+ends, for an asynchronous copy to the device. Only one batch of pieces is ever on the device: a ten-minute
+track reaches it a window batch at a time, and its frames (one small vector per window) are all that stays.
+Each track's frames are assembled and enriched on the device, so only ``3·D`` numbers per track cross back.
+
+How many pieces go through the model at once comes from the free device memory and the spec's estimate of
+bytes per second of audio; an out-of-memory error halves it and retries instead of stopping the unit. A
+track that cannot be decoded, makes the model fail, or gives NaN is recorded with the same reasons as the
+CPU runtime, and the rest of the batch goes on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from embedders.audio_input import AudioInput, prepare
 from embedders.base import Embedder
-from embedders.runtime import REMAKE, STAGE, EmbedError, clip_chunks, non_finite_audio, too_short, unusable
+from embedders.runtime import REMAKE, STAGE, EmbedError, too_short, unusable
 from embedders.torch_enrichment import enrich
+from embedders.windows import Piece, TrackPlan
 from processors.errors import AudioError
 from store.forking import forget_inherited_exit_hooks
+from store.shards import Embedded
 from store.status import StatusRecord
 
-WINDOW_S = 10.0
-"""The models' natural window: MERT and Music2Latent are used on 10 s clips (shared/embedders.md §0)."""
-MODEL_WINDOW_S = {"muq": 30.0}
-"""Longer windows for models that cut their own overlapping windows: MuQ-MuLan's 10 s windows every
-2.5 s must see a whole 30 s clip, not 10 s of it."""
-AUDIO_BYTES_PER_SECOND = {"mert": 20_000_000, "music2latent": 460_000_000, "muq": 80_000_000}
-"""Device memory per second of audio in one forward pass, twice the measured peak so that the
-frames kept until a clip is complete and the enrichment's float64 blocks fit too (MERT: 2.94 GiB for
-32 × 10 s, shared/embedders.md §2; MuQ-MuLan: 2.97 GiB for 32 × 10 s, §1, four times over for windows
-every quarter window; Music2Latent: 2 600 bytes per channel sample, embedders/music2latent.py)."""
-DEFAULT_AUDIO_BYTES_PER_SECOND = 100_000_000
 MEMORY_FRACTION = 0.8
-MAX_WINDOWS = 64
-CPU_WINDOWS = 4
-PREFETCH_CLIPS = 8
-"""Decoded clips each loader worker keeps ready, so a forward pass never waits for the next batch."""
+MAX_PIECES = 64
+CPU_PIECES = 4
+PREFETCH_TRACKS = 4
+"""Prepared tracks each loader worker keeps ready, so a forward pass never waits for the next track."""
 
 
-class TorchEmbedder(Embedder, Protocol):
-    """An embedder whose frames can be computed from a tensor already on its device (mert, music2latent)."""
+class TrackEmbedder(Embedder, Protocol):
+    """An embedder of whole tracks on a device: plans pieces, runs them in batches, assembles frames."""
 
     device: torch.device
+    frame_dim: int
+    audio_input: AudioInput
+    piece_s: float
+    """Seconds of audio in one piece, for sizing batches."""
 
-    def frames_tensor(self, audio: torch.Tensor) -> torch.Tensor:
-        """``audio``: float ``[B, channels, N]`` at ``sample_rate`` on any device; float32 ``[B, frame_dim, T]``
-        on ``device``."""
+    def plan(self, samples: int) -> TrackPlan:
+        """The pieces and the frame count of a track of ``samples`` samples at the model's rate."""
+        ...
+
+    def forward(self, pieces: torch.Tensor, key: tuple[Any, ...]) -> torch.Tensor:
+        """``pieces``: float32 ``[B, channels, size]`` on the device, all of shape ``key``; one output per row."""
+        ...
+
+    def assemble(self, plan: TrackPlan, outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The track's frames ``[frame_dim, T]`` from its pieces' outputs, in plan order."""
         ...
 
 
-@dataclass(frozen=True)
-class WindowSpec:
-    """What decoding needs to know about the embedder: picklable, unlike the model, for spawned workers."""
-
-    channels: int
-    sample_rate: int
-    hop_s: float
-
-
 @dataclass
-class DecodedClip:
+class PreparedTrack:
     item_id: str
     path: Path
-    windows: list[torch.Tensor]
-    """float32 ``[channels, n]`` at the embedder's rate, in time order; empty when ``failure`` is set."""
+    audio: torch.Tensor | None
+    """float32 ``[channels, N]`` at the model's rate; ``None`` when ``failure`` is set."""
     failure: StatusRecord | None = None
 
 
-class ClipWindows(Dataset[DecodedClip]):
-    """``(item_id, clip path)`` pairs decoded into windows; an unreadable clip becomes its failed record."""
+class PreparedTracks(Dataset[PreparedTrack]):
+    """``(item_id, clip path)`` pairs prepared for the model; an unreadable clip becomes its failed record."""
 
-    def __init__(self, clips: Sequence[tuple[str, Path]], spec: WindowSpec, window_s: float = WINDOW_S):
+    def __init__(self, clips: Sequence[tuple[str, Path]], audio_input: AudioInput) -> None:
         self.clips = list(clips)
-        self.spec = spec
-        self.window_s = window_s
+        self.audio_input = audio_input
 
     def __len__(self) -> int:
         return len(self.clips)
 
-    def __getitem__(self, index: int) -> DecodedClip:
+    def __getitem__(self, index: int) -> PreparedTrack:
         item_id, path = self.clips[index]
+        path = Path(path)
         try:
-            windows = list(clip_chunks(self.spec, Path(path), self.window_s))
-            if not all(np.isfinite(window).all() for window in windows):
-                raise non_finite_audio(Path(path))
+            audio = prepare(path, self.audio_input)
         except EmbedError as error:
-            return DecodedClip(item_id, Path(path), [], error.record(item_id, STAGE))
+            return PreparedTrack(item_id, path, None, error.record(item_id, STAGE))
         except AudioError as error:
-            detail = f"{error.detail} {REMAKE}"
-            failure = StatusRecord.failed(
-                item_id, STAGE, error.reason, detail, failure_class=error.failure_class
-            )
-            return DecodedClip(item_id, Path(path), [], failure)
-        tensors = [torch.from_numpy(np.ascontiguousarray(window)) for window in windows]
-        return DecodedClip(item_id, Path(path), tensors)
+            failure = StatusRecord.failed(item_id, STAGE, error.reason, f"{error.detail} {REMAKE}",
+                                          failure_class=error.failure_class)
+            return PreparedTrack(item_id, path, None, failure)
+        return PreparedTrack(item_id, path, torch.from_numpy(audio))
 
 
-@dataclass
-class WindowGroup:
-    """Equal-length windows of several clips, stacked for one forward pass."""
-
-    audio: torch.Tensor
-    """float32 ``[W, channels, n]``."""
-    owners: list[tuple[int, int]]
-    """``(clip index in the batch, window index in the clip)`` per row of ``audio``."""
-
-
-@dataclass
-class ClipBatch:
-    item_ids: list[str]
-    paths: list[Path]
-    windows_per_clip: list[int]
-    failures: dict[int, StatusRecord]
-    groups: list[WindowGroup] = field(default_factory=list)
-
-
-def collate(clips: list[DecodedClip], *, pin: bool = False) -> ClipBatch:
-    """Group the clips' windows by length (the first window of most clips, and all of equal-length clips);
-    with ``pin``, each group is stacked straight into page-locked memory for an asynchronous copy."""
-    by_length: dict[int, list[tuple[torch.Tensor, tuple[int, int]]]] = {}
-    for clip_index, clip in enumerate(clips):
-        for window_index, window in enumerate(clip.windows):
-            by_length.setdefault(window.shape[-1], []).append((window, (clip_index, window_index)))
-    groups = [WindowGroup(_stack([window for window, _ in rows], pin), [owner for _, owner in rows])
-              for rows in by_length.values()]
-    failures = {index: clip.failure for index, clip in enumerate(clips) if clip.failure is not None}
-    ids, paths = [clip.item_id for clip in clips], [clip.path for clip in clips]
-    return ClipBatch(ids, paths, [len(clip.windows) for clip in clips], failures, groups)
-
-
-def _stack(windows: list[torch.Tensor], pin: bool) -> torch.Tensor:
-    out = torch.empty((len(windows), *windows[0].shape), dtype=windows[0].dtype, pin_memory=pin)
-    return torch.stack(windows, out=out)
-
-
-def initial_batch_size(embedder: TorchEmbedder, window_s: float = WINDOW_S) -> int:
-    """Windows per forward pass that the free device memory holds by the model's estimate (CPU: a few)."""
+def initial_batch_size(embedder: TrackEmbedder) -> int:
+    """Pieces per forward pass that the free device memory holds by the spec's estimate (CPU: a few)."""
     if embedder.device.type != "cuda":
-        return CPU_WINDOWS
+        return CPU_PIECES
     free, _total = torch.cuda.mem_get_info(embedder.device)
-    per_window = AUDIO_BYTES_PER_SECOND.get(embedder.name, DEFAULT_AUDIO_BYTES_PER_SECOND) * window_s
-    return max(1, min(MAX_WINDOWS, int(free * MEMORY_FRACTION // per_window)))
+    per_piece = max(1, embedder.spec.audio_bytes_per_second) * embedder.piece_s
+    return max(1, min(MAX_PIECES, int(free * MEMORY_FRACTION // per_piece)))
 
 
 @dataclass(frozen=True)
-class _WindowFailure:
+class _PieceFailure:
     reason: str
     detail: str
+
+
+@dataclass
+class _Track:
+    """A prepared track on its way through the runtime: its plan and, as they come, its pieces' outputs."""
+
+    prepared: PreparedTrack
+    plan: TrackPlan | None
+    outputs: list[torch.Tensor | _PieceFailure | None]
 
 
 class TorchRuntime:
     """Embeds clips in batches with one embedder on its device; see the module docstring."""
 
-    def __init__(
-        self,
-        embedder: TorchEmbedder,
-        *,
-        window_s: float | None = None,
-        batch_size: int | None = None,
-        num_workers: int = 2,
-    ) -> None:
+    def __init__(self, embedder: TrackEmbedder, *, batch_size: int | None = None, num_workers: int = 2) -> None:
         self.embedder = embedder
-        self.window_s = window_s or MODEL_WINDOW_S.get(embedder.name, WINDOW_S)
-        self.batch_size = batch_size or initial_batch_size(embedder, self.window_s)
-        """Windows per forward pass; halved for good on an out-of-memory error."""
+        self.batch_size = batch_size or initial_batch_size(embedder)
+        """Pieces per forward pass; halved for good on an out-of-memory error."""
         self.num_workers = num_workers
+        self.largest_batch = 0
+        """Most pieces one forward pass held, for checking that memory stays bounded."""
 
-    def embed(self, clips: Iterable[tuple[str, Path]]) -> Iterator[tuple[str, np.ndarray | StatusRecord]]:
-        """``(item_id, float32 unit vector)`` or ``(item_id, failed record)`` per clip, in input order."""
-        for batch in self.batches(clips):
-            yield from self._embed_batch(batch)
+    def embed(self, clips: Iterable[tuple[str, Path]]) -> Iterator[tuple[str, Embedded | StatusRecord]]:
+        """``(item_id, Embedded)`` or ``(item_id, failed record)`` per clip, in input order."""
+        for tracks in self._gathered(self.tracks(clips)):
+            yield from self._embed_tracks(tracks)
 
-    def batches(self, clips: Iterable[tuple[str, Path]]) -> Iterator[ClipBatch]:
-        """The input side alone: clips decoded by the loader's workers, gathered, grouped and (on CUDA)
-        pinned, about ``batch_size`` windows per batch."""
-        spec = WindowSpec(self.embedder.channels, self.embedder.sample_rate, self.embedder.hop_s)
+    def tracks(self, clips: Iterable[tuple[str, Path]]) -> Iterator[PreparedTrack]:
+        """The input side alone: clips prepared by the loader's workers, in order."""
         loader = DataLoader(
-            ClipWindows(list(clips), spec, self.window_s),
+            PreparedTracks(list(clips), self.embedder.audio_input),
             batch_size=None,
             num_workers=self.num_workers,
-            prefetch_factor=PREFETCH_CLIPS if self.num_workers else None,
+            prefetch_factor=PREFETCH_TRACKS if self.num_workers else None,
             worker_init_fn=forget_inherited_exit_hooks,
         )
-        pin = self.embedder.device.type == "cuda"
-        for clips_of_batch in self._gathered(loader):
-            yield collate(clips_of_batch, pin=pin)
+        yield from loader
 
-    def _gathered(self, decoded: Iterable[DecodedClip]) -> Iterator[list[DecodedClip]]:
-        """Consecutive clips holding at least ``batch_size`` windows together (the last group: the rest)."""
-        gathered: list[DecodedClip] = []
-        windows = 0
-        for clip in decoded:
-            gathered.append(clip)
-            windows += len(clip.windows)
-            if windows >= self.batch_size:
+    def _gathered(self, prepared: Iterable[PreparedTrack]) -> Iterator[list[_Track]]:
+        """Consecutive tracks holding at least ``batch_size`` pieces together (the last group: the rest)."""
+        gathered: list[_Track] = []
+        pieces = 0
+        for track in prepared:
+            plan = self.embedder.plan(track.audio.shape[-1]) if track.audio is not None else None
+            gathered.append(_Track(track, plan, [None] * (len(plan.pieces) if plan else 0)))
+            pieces += len(plan.pieces) if plan else 0
+            if pieces >= self.batch_size:
                 yield gathered
-                gathered, windows = [], 0
+                gathered, pieces = [], 0
         if gathered:
             yield gathered
 
-    @torch.inference_mode()
-    def _embed_batch(self, batch: ClipBatch) -> list[tuple[str, np.ndarray | StatusRecord]]:
+    def _embed_tracks(self, tracks: list[_Track]) -> list[tuple[str, Embedded | StatusRecord]]:
         """A list, not a generator: inference mode must not stay switched on in the caller between yields."""
-        frames: list[list[torch.Tensor | _WindowFailure | None]] = [
-            [None] * count for count in batch.windows_per_clip
-        ]
-        for group in batch.groups:
-            audio = group.audio.to(self.embedder.device, non_blocking=True)
-            for (clip, window), result in zip(group.owners, self._frames(audio), strict=True):
-                frames[clip][window] = result
-        outcomes = [self._clip_vector(batch, index, windows) for index, windows in enumerate(frames)]
-        vectors = [outcome for outcome in outcomes if isinstance(outcome, torch.Tensor)]
-        host = iter(torch.stack(vectors).cpu().numpy() if vectors else [])
+        with torch.inference_mode():
+            groups: dict[tuple[Any, ...], list[tuple[_Track, int, Piece]]] = {}
+            for track in tracks:
+                for index, piece in enumerate(track.plan.pieces if track.plan else ()):
+                    groups.setdefault(piece.key, []).append((track, index, piece))
+            for key, entries in groups.items():
+                for (track, index, _), output in zip(entries, self._run(key, entries), strict=True):
+                    track.outputs[index] = output
+            outcomes = [self._track_vector(track) for track in tracks]
+            vectors = [outcome for outcome in outcomes if isinstance(outcome, torch.Tensor)]
+            host = iter(torch.stack(vectors).cpu().numpy() if vectors else [])
         return [
-            (item_id, self._checked(item_id, path, next(host)) if isinstance(outcome, torch.Tensor)
-             else outcome)
-            for item_id, path, outcome in zip(batch.item_ids, batch.paths, outcomes, strict=True)
+            (track.prepared.item_id,
+             self._checked(track, next(host)) if isinstance(outcome, torch.Tensor) else outcome)
+            for track, outcome in zip(tracks, outcomes, strict=True)
         ]
 
-    def _clip_vector(
-        self, batch: ClipBatch, index: int, windows: list[torch.Tensor | _WindowFailure | None]
-    ) -> torch.Tensor | StatusRecord:
-        item_id = batch.item_ids[index]
-        if index in batch.failures:
-            return batch.failures[index]
-        failure = next((window for window in windows if isinstance(window, _WindowFailure)), None)
-        if failure is not None:
-            return EmbedError(failure.reason, failure.detail).record(item_id, STAGE)
-        frames = torch.cat(windows, dim=-1)
-        if frames.shape[-1] == 0:
-            return too_short(self.embedder.name, batch.paths[index]).record(item_id, STAGE)
-        return enrich(frames[None])[0]
-
-    def _checked(self, item_id: str, path: Path, vector: np.ndarray) -> np.ndarray | StatusRecord:
-        problem = unusable(self.embedder.name, path, vector)
-        return vector if problem is None else problem.record(item_id, STAGE)
-
-    def _frames(self, audio: torch.Tensor) -> list[torch.Tensor | _WindowFailure]:
-        """Per window ``[frame_dim, T]`` frames or why there are none, ``batch_size`` windows at a time."""
-        results: list[torch.Tensor | _WindowFailure] = []
-        while len(results) < len(audio):
-            part = audio[len(results) : len(results) + self.batch_size]
+    def _run(
+        self, key: tuple[Any, ...], entries: list[tuple[_Track, int, Piece]]
+    ) -> list[torch.Tensor | _PieceFailure]:
+        """Every piece's output or why there is none, ``batch_size`` pieces per forward pass."""
+        results: list[torch.Tensor | _PieceFailure] = []
+        while len(results) < len(entries):
+            part = entries[len(results) : len(results) + self.batch_size]
             try:
-                results.extend(self.forward_windows(part).unbind(0))
+                results.extend(self._forward(key, part).unbind(0))
             except torch.cuda.OutOfMemoryError as error:
                 if len(part) > 1:
                     self.batch_size = len(part) // 2
                     _release_cached_memory(self.embedder.device)
                     continue
-                results.append(_WindowFailure(
+                results.append(_PieceFailure(
                     "out_of_memory",
-                    f"{self.embedder.name} ran out of device memory on a single {self.window_s:g} s window "
-                    f"({error}); run on a device with more free memory or with a shorter window.",
+                    f"{self.embedder.spec.name} ran out of device memory on a single piece of "
+                    f"{self.embedder.piece_s:g} s ({error}); run on a device with more free memory.",
                 ))
-            except Exception as error:  # one bad window must not fail its batch-mates: retry them alone
+            except Exception as error:  # one bad piece must not fail its batch-mates: retry them alone
                 if len(part) > 1:
-                    for window in part.split(1):
-                        results.extend(self._frames(window))
+                    for single in part:
+                        results.extend(self._run(key, [single]))
                     continue
-                results.append(_WindowFailure(
-                    "embedder_error", f"{self.embedder.name} failed: {type(error).__name__}: {error}"
+                results.append(_PieceFailure(
+                    "embedder_error", f"{self.embedder.spec.name} failed: {type(error).__name__}: {error}"
                 ))
         return results
 
-    def forward_windows(self, audio: torch.Tensor) -> torch.Tensor:
-        """``audio``: ``[W, channels, n]`` on the device; returns ``[W, frame_dim, T]`` (one model call)."""
-        frames = self.embedder.frames_tensor(audio)
-        if frames.ndim != 3 or frames.shape[:2] != (len(audio), self.embedder.frame_dim):
+    def _forward(self, key: tuple[Any, ...], part: list[tuple[_Track, int, Piece]]) -> torch.Tensor:
+        batch = stack_pieces([(track.prepared.audio, piece) for track, _, piece in part],
+                         pin=self.embedder.device.type == "cuda")
+        self.largest_batch = max(self.largest_batch, len(part))
+        outputs = self.embedder.forward(batch.to(self.embedder.device, non_blocking=True), key)
+        if outputs.shape[0] != len(part):
             raise RuntimeError(
-                f"embedder {self.embedder.name!r} broke its contract: frames of shape {tuple(frames.shape)} "
-                f"for {len(audio)} windows, expected ({len(audio)}, {self.embedder.frame_dim}, T)"
+                f"embedder {self.embedder.spec.name!r} broke its contract: {outputs.shape[0]} outputs for "
+                f"{len(part)} pieces"
             )
-        return frames
+        return outputs
+
+    def _track_vector(self, track: _Track) -> torch.Tensor | StatusRecord:
+        item_id, path = track.prepared.item_id, track.prepared.path
+        if track.prepared.failure is not None:
+            return track.prepared.failure
+        failure = next((output for output in track.outputs if isinstance(output, _PieceFailure)), None)
+        if failure is not None:
+            return EmbedError(failure.reason, failure.detail).record(item_id, STAGE)
+        if track.plan is None or track.plan.frames == 0:
+            return too_short(self.embedder.spec.name, path).record(item_id, STAGE)
+        frames = self.embedder.assemble(track.plan, track.outputs)
+        if frames.shape != (self.embedder.frame_dim, track.plan.frames):
+            raise RuntimeError(
+                f"embedder {self.embedder.spec.name!r} broke its contract: frames of shape {tuple(frames.shape)}, "
+                f"expected ({self.embedder.frame_dim}, {track.plan.frames})"
+            )
+        return enrich(frames[None])[0]
+
+    def _checked(self, track: _Track, vector: np.ndarray) -> Embedded | StatusRecord:
+        item_id, path = track.prepared.item_id, track.prepared.path
+        problem = unusable(self.embedder.spec.name, path, vector)
+        if problem is not None:
+            return problem.record(item_id, STAGE)
+        return Embedded(vector, track.plan.frames)
+
+
+def stack_pieces(pieces: list[tuple[torch.Tensor, Piece]], *, pin: bool = False) -> torch.Tensor:
+    """``[B, channels, size]``: each piece's segments end to end, zeros after them (see :class:`Piece`)."""
+    channels = pieces[0][0].shape[0]
+    batch = torch.zeros((len(pieces), channels, pieces[0][1].size), pin_memory=pin)
+    for row, (audio, piece) in enumerate(pieces):
+        offset = 0
+        for start, length in piece.segments:
+            batch[row, :, offset : offset + length] = audio[:, start : start + length]
+            offset += length
+    return batch
 
 
 def _release_cached_memory(device: torch.device) -> None:

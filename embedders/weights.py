@@ -6,8 +6,8 @@ or the Hugging Face cache at the *pinned* revision. Anything missing raises
 :class:`MissingWeightsError` before any work, with the command that fetches the weights.
 
 The pinned revision and the weights file's sha256 identify what produced a vector; both go into
-every shard's attributes. Nothing here imports torch, so the CLI can check weights in the default
-install.
+every shard's attributes. Each model module declares its own :class:`WeightsSpec` (in its ``SPEC``).
+Nothing here imports torch, so the CLI can check weights in the default install.
 """
 
 from __future__ import annotations
@@ -53,72 +53,6 @@ class WeightsSpec:
     def folder(self) -> str:
         """The repository's name without its owner: its subdirectory in a multi-repository ``--weights``."""
         return self.repo_id.rsplit("/", 1)[-1]
-
-
-MERT = WeightsSpec(
-    name="mert",
-    title="MERT-v1-330M",
-    repo_id="m-a-p/MERT-v1-330M",
-    # Taken from a public loader that pins this repository; not re-checked against the Hub from here.
-    revision="0e06c986db0527c0fd1b47181c40f006805e3de0",
-    files=("config.json", "preprocessor_config.json"),
-    weight_files=("model.safetensors", "pytorch_model.bin"),
-    download_size="about 1.3 GB",
-)
-
-MUSIC2LATENT = WeightsSpec(
-    name="music2latent",
-    title="Music2Latent",
-    repo_id="SonyCSLParis/music2latent",
-    # Unverified: neither the Hub commit nor the file's sha256 could be read from here (no network). The
-    # cache's refs/main names the snapshot, whose commit is what gets recorded; pin both once fetched.
-    revision="main",
-    files=(),
-    weight_files=("music2latent.pt",),
-    download_size="about 233 MB",
-)
-
-
-# MuQ-MuLan: unverified revisions, as for MUSIC2LATENT (the cache's refs/main names the snapshot, whose commit
-# is recorded). A public loader that pins all three uses MuQ-MuLan-large 2e01c796b71dca71b45251384c04cd7b237c9020,
-# MuQ-large-msd-iter 0562a57814f6f8bbd9fdea0a25921a2fce1a841a and xlm-roberta-base
-# e73636d4f797dec63c3081bb6ed5c7b0bb3f2089; pin them once checked against the Hub.
-MUQ_BACKBONE = WeightsSpec(
-    name="muq",
-    title="MuQ-large-msd-iter (MuQ-MuLan's audio backbone)",
-    repo_id="OpenMuQ/MuQ-large-msd-iter",
-    revision="main",
-    files=("config.json",),
-    weight_files=("model.safetensors",),
-    download_size="about 1.3 GB",
-)
-
-MUQ_TEXT = WeightsSpec(
-    name="muq",
-    title="XLM-RoBERTa base (MuQ-MuLan's text tower)",
-    repo_id="FacebookAI/xlm-roberta-base",
-    revision="main",
-    files=("config.json",),
-    # The repository also holds pytorch_model.bin (and TF, Flax, ONNX copies): the same weights, which
-    # fetching by pattern would download a second time.
-    weight_files=("model.safetensors",),
-    download_size="about 1.1 GB",
-)
-
-MUQ = WeightsSpec(
-    name="muq",
-    title="MuQ-MuLan-large",
-    repo_id="OpenMuQ/MuQ-MuLan-large",
-    revision="main",
-    files=("config.json",),
-    weight_files=("model.safetensors", "pytorch_model.bin"),
-    download_size="about 5.2 GB in 3 repositories",
-    requires=(MUQ_BACKBONE, MUQ_TEXT),
-)
-
-
-SPECS: dict[str, WeightsSpec] = {spec.name: spec for spec in (MERT, MUSIC2LATENT, MUQ)}
-"""Every model whose weights musictext knows how to fetch, by embedder name."""
 
 
 @dataclass(frozen=True)

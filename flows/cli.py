@@ -17,8 +17,9 @@ from rich.table import Table
 
 from downloaders import all_sources, get_source, source_names
 from downloaders.base import SourceError
-from embedders import EmbedderUnavailableError
-from embedders.weights import SPECS, MissingWeightsError, fetch_weights, locate_weights
+from embedders import EmbedderUnavailableError, embedder_names, embedder_specs
+from embedders.spec import PRECISIONS, EmbedderSpec
+from embedders.weights import MissingWeightsError, fetch_weights, locate_weights
 from flows import pipeline as pipeline_flow
 from flows import stages
 from flows.deploy import (
@@ -48,6 +49,9 @@ OptionsOption = Annotated[list[str] | None, typer.Option(
 DaskOption = Annotated[bool, typer.Option("--dask", help="Run the work units on a Dask LocalCluster.")]
 DaskAddressOption = Annotated[str | None, typer.Option(
     "--dask-address", help="Run the work units on the Dask cluster at this scheduler, e.g. tcp://10.0.0.5:8786.")]
+WholeTracksOption = Annotated[bool, typer.Option(
+    "--whole-tracks", help="Catalogue one item per whole file, as Navidrome embeds a track (default: clip_s "
+                           "windows; settings clip_s = 0 or whole_tracks = [...] do the same).")]
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, str]:
@@ -109,10 +113,12 @@ def ingest(dataset: str, limit: Annotated[int | None, typer.Option(help="Catalog
            subset: Annotated[str | None, typer.Option(help="Shorthand for -o subset=X.")] = None,
            split: Annotated[str | None, typer.Option(help="Shorthand for -o split=X.")] = None,
            option: OptionsOption = None, force: ForceOption = False, root: RootOption = None,
-           dask: DaskOption = False, dask_address: DaskAddressOption = None) -> None:
+           dask: DaskOption = False, dask_address: DaskAddressOption = None,
+           whole_tracks: WholeTracksOption = False) -> None:
     """Catalog a dataset and acquire its audio (incremental: only what is new or still missing)."""
     options = parse_options(option) | {k: v for k, v in {"subset": subset, "split": split}.items() if v}
-    print_summaries(run(stages.ingest, dataset, options, limit, force, root_arg(root), dask, dask_address))
+    print_summaries(run(stages.ingest, dataset, options, limit, force, root_arg(root), dask, dask_address,
+                        whole_tracks))
 
 
 @app.command()
@@ -123,19 +129,25 @@ def preprocess(dataset: str, force: ForceOption = False, root: RootOption = None
 
 
 @app.command()
-def embed(dataset: str, model: Annotated[str, typer.Option(help="Audio embedder: dsp, mert, music2latent, muq.")]
-          = "dsp",
+def embed(dataset: str,
+          model: Annotated[str, typer.Option(help=f"Audio embedder: {', '.join(embedder_names())} "
+                                                  "(`musictext models list` says what each computes).")] = "dsp",
           weights: Annotated[Path | None, typer.Option(
               help="Directory holding the model's weights (default: the Hugging Face cache).")] = None,
           device: Annotated[list[str] | None, typer.Option(
               help="Device to run the model on, e.g. cuda:0 (repeatable; default: every GPU, else the CPU).")]
           = None,
+          precision: Annotated[str | None, typer.Option(
+              help=f"{' or '.join(PRECISIONS)}: as Navidrome runs the model (default, setting embed_precision), "
+                   "or bfloat16 autocast.")] = None,
           force: ForceOption = False, root: RootOption = None, dask: DaskOption = False,
           dask_address: DaskAddressOption = None) -> None:
-    """Embed every clip that has no vector from MODEL yet into new HDF5 shards."""
+    """Embed every clip that has no vector from MODEL (in MODEL's space) yet into new HDF5 shards."""
+    if precision is not None and precision not in PRECISIONS:
+        raise typer.BadParameter(f"must be one of {', '.join(PRECISIONS)}", param_hint="--precision")
     weights_arg = str(weights) if weights else None
     print_summaries([run(stages.embed, dataset, model, force, root_arg(root), weights_arg, device, dask,
-                         dask_address)])
+                         dask_address, precision)])
 
 
 @app.command()
@@ -155,7 +167,7 @@ def pipeline(dataset: Annotated[list[str] | None,
              root: RootOption = None, dask: DaskOption = False, dask_address: DaskAddressOption = None,
              in_process: Annotated[bool, typer.Option(
                  "--in-process", help="Embed and train here even when the server has the gpu deployments.")]
-             = False) -> None:
+             = False, whole_tracks: WholeTracksOption = False) -> None:
     """catalog → acquire → preprocess → embed → verify (→ train), for each dataset."""
     datasets = dataset or ["synthetic"]
     given = parse_options(option)
@@ -164,7 +176,8 @@ def pipeline(dataset: Annotated[list[str] | None,
     if unused:
         raise typer.BadParameter(f"no dataset of this run takes {', '.join(sorted(unused))}", param_hint="--option")
     summaries = run(pipeline_flow.pipeline, datasets, per_dataset, limit, model or ["dsp"], force, root_arg(root),
-                    stages=chosen_stages(stage), dask=dask, dask_address=dask_address, hand_off=not in_process)
+                    stages=chosen_stages(stage), dask=dask, dask_address=dask_address, hand_off=not in_process,
+                    whole_tracks=whole_tracks)
     print_summaries(summaries)
     data_root = DataRoot(load_settings(root=root_arg(root)).root)
     out.print(f"\nData root: [bold]{data_root.path}[/]")
@@ -275,28 +288,39 @@ def search(text: str, model: Annotated[str, typer.Option(help="Audio embedder wh
         out.print(f"copied {len(copied)} clip(s) to {copy_to}")
 
 
-models_app = typer.Typer(help="Model weights: what is on this machine, and fetching them.", no_args_is_help=True)
+models_app = typer.Typer(help="Audio embedders: what each computes, and their weights.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
 
 @models_app.command("list")
 def models_list(cache_dir: Annotated[Path | None, typer.Option(help="Hugging Face cache (default: HF_HUB_CACHE).")]
                 = None) -> None:
-    """Each model's pinned revision and whether its weights are here (size, sha256)."""
-    table = Table(title="Model weights")
-    for column in ("model", "repository", "pinned revision", "here", "size", "sha256"):
+    """Every embedder: its space, stored size, windows, and whether its weights are here (revision, sha256)."""
+    table = Table(title="Audio embedders")
+    for column in ("model", "space", "dim", "windows", "weights", "here"):
         table.add_column(column)
-    for spec in SPECS.values():
-        try:
-            located = locate_weights(spec, cache_dir=cache_dir)
-        except MissingWeightsError:
-            table.add_row(spec.name, spec.repo_id, spec.revision[:12], f"no: `{spec.fetch_command}`",
-                          spec.download_size, "")
-            continue
-        size = located.weights_file.stat().st_size
-        table.add_row(spec.name, spec.repo_id, located.revision[:12], str(located.directory),
-                      f"{size / 2**20:,.1f} MiB", located.sha256[:16])
+    for spec in embedder_specs().values():
+        table.add_row(spec.name, spec.space, f"{spec.stored_dim:,}", _windows(spec), *_weights_state(spec, cache_dir))
     out.print(table)
+    for spec in embedder_specs().values():
+        out.print(f"[bold]{spec.name}[/]: {escape(spec.summary)}")
+
+
+def _windows(spec: EmbedderSpec) -> str:
+    return f"{spec.window_s:g} s every {spec.hop_s:g} s at {spec.sample_rate} Hz"
+
+
+def _weights_state(spec: EmbedderSpec, cache_dir: Path | None) -> tuple[str, str]:
+    """The weights column (repository and pinned revision) and the "here" column (where, size, sha256)."""
+    if spec.weights is None:
+        return "none (weight-free)", "yes"
+    pinned = f"{spec.weights.repo_id} @ {spec.weights.revision[:12]}"
+    try:
+        located = locate_weights(spec.weights, cache_dir=cache_dir)
+    except MissingWeightsError:
+        return pinned, f"no: `{spec.weights.fetch_command}` ({spec.weights.download_size})"
+    size = located.weights_file.stat().st_size / 2**20
+    return pinned, f"{located.directory} ({size:,.1f} MiB, sha256 {located.sha256[:16]})"
 
 
 @models_app.command("fetch")
@@ -304,12 +328,16 @@ def models_fetch(model: str,
                  cache_dir: Annotated[Path | None, typer.Option(help="Hugging Face cache (default: HF_HUB_CACHE).")]
                  = None) -> None:
     """Download MODEL's weights at the pinned revision (needs the internet or settings.hf_endpoint)."""
-    spec = SPECS.get(model)
-    if spec is None:
-        errors.print(f"[red]error:[/] no weights to fetch for {model!r}; models: {', '.join(SPECS)}")
+    specs = embedder_specs()
+    weights = specs[model].weights if model in specs else None
+    if weights is None:
+        with_weights = ", ".join(name for name, spec in specs.items() if spec.weights is not None)
+        reason = "it is weight-free" if model in specs else "no such embedder"
+        errors.print(f"[red]error:[/] no weights to fetch for {model!r} ({reason}); models with weights: "
+                     f"{with_weights}")
         raise typer.Exit(2)
-    located = fetch_weights(spec, endpoint=load_settings().hf_endpoint, cache_dir=cache_dir)
-    out.print(f"{spec.title} at {located.revision}: {located.directory}\nsha256 {located.sha256}")
+    located = fetch_weights(weights, endpoint=load_settings().hf_endpoint, cache_dir=cache_dir)
+    out.print(f"{weights.title} at {located.revision}: {located.directory}\nsha256 {located.sha256}")
 
 
 @app.command()
@@ -377,7 +405,7 @@ def reprocess(dataset: str, stage: StageOption = None,
               force: ForceOption = False,
               wait: Annotated[bool, typer.Option(help="Follow the run until it ends.")] = True,
               deployment: Annotated[str, typer.Option(help="The pipeline deployment to run.")] = "pipeline/cpu",
-              ) -> None:
+              whole_tracks: WholeTracksOption = False) -> None:
     """Re-process DATASET on the server: a run of the pipeline deployment, followed here until it ends."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
@@ -386,7 +414,7 @@ def reprocess(dataset: str, stage: StageOption = None,
     from flows.watch import follow
 
     given = {"datasets": [dataset], "stages": chosen_stages(stage), "models": model, "limit": limit,
-             "force": force or None}
+             "force": force or None, "whole_tracks": whole_tracks or None}
     parameters = {key: value for key, value in given.items() if value is not None}
     with server_required(), get_client(sync_client=True) as client:
         flow_run = run_deployment(deployment, parameters=parameters, timeout=0, as_subflow=False,

@@ -21,17 +21,12 @@ from typing import Any
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from embedders import get_embedder
+from embedders import embedder_spec, get_embedder
 from embedders.base import Embedder
-from embedders.weights import SPECS, locate_weights
+from embedders.weights import locate_weights
 
 _process_device: str | None = None
 """The device this process's worker claimed (set in process-pool workers only)."""
-
-
-def uses_devices(model: str) -> bool:
-    """Whether ``model`` has weights to place on a device (the torch models), as opposed to ``dsp``."""
-    return model in SPECS
 
 
 def embed_devices(configured: list[str]) -> list[str]:
@@ -46,15 +41,16 @@ def embed_devices(configured: list[str]) -> list[str]:
 
 
 @lru_cache(maxsize=2)
-def loaded_embedder(model: str, weights: str | None, device: str) -> Embedder:
-    """The embedder, loaded once per (model, weights, device) in this process."""
-    return get_embedder(model, weights=Path(weights) if weights else None, device=device)
+def loaded_embedder(model: str, weights: str | None, device: str, precision: str = "reference") -> Embedder:
+    """The embedder, loaded once per (model, weights, device, precision) in this process."""
+    return get_embedder(model, weights=Path(weights) if weights else None, device=device, precision=precision)
 
 
 def check_weights(model: str, weights: str | None) -> None:
     """Raise :class:`embedders.weights.MissingWeightsError` now, before any work, if they are not here."""
-    if uses_devices(model):
-        locate_weights(SPECS[model], Path(weights) if weights else None)
+    spec = embedder_spec(model).weights
+    if spec is not None:
+        locate_weights(spec, Path(weights) if weights else None)
 
 
 def unit_device(device: str | None) -> str:

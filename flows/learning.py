@@ -25,6 +25,7 @@ from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 
 from downloaders import get_source, source_names
+from embedders import embedder_spec
 from flows.progress import artifact_key
 from store.layout import DataRoot
 from store.settings import load_settings
@@ -76,7 +77,7 @@ def train(model: str = "dsp", datasets: list[str] | None = None, run_id: str | N
     summaries = []
     for head in heads:
         stage1 = TrainConfig(model=model, datasets=tuple(datasets), run_id=f"{run_id}-{head}", head=head,
-                             **(options or {}))
+                             space=embedder_spec(model).space, **(options or {}))
         summaries.append(_train_one(stage1, data_root))
         if stage2_mse_weight > 0:
             stage2 = TrainConfig(**{**stage1.to_json(), "run_id": stage1.run_id + STAGE2_SUFFIX, "stage": 2,

@@ -46,13 +46,15 @@ def check_stages(stages: Sequence[str] | None) -> list[str]:
 def pipeline(datasets: list[str] | None = None, options: dict[str, dict[str, Any]] | None = None,
              limit: int | None = None, models: list[str] | None = None, force: bool = False,
              root: str | None = None, stages: list[str] | None = None, train_options: dict[str, Any] | None = None,
-             dask: bool = False, dask_address: str | None = None, hand_off: bool = True) -> list[StageSummary]:
+             dask: bool = False, dask_address: str | None = None, hand_off: bool = True,
+             whole_tracks: bool = False) -> list[StageSummary]:
     """Run ``stages`` (default ingest, preprocess, embed, verify; add ``train``) of ``datasets`` with ``models``.
 
     ``options``: source options per dataset. ``train_options``: training settings (epochs, max_steps,
     freeze_encoder, lr, device, …) for one run per model over all ``datasets``. ``dask``/``dask_address``:
     run work units on a Dask cluster (a LocalCluster for this run, or the scheduler at that address).
     ``hand_off``: give embedding and training to the ``gpu`` pool when their deployments exist.
+    ``whole_tracks``: catalogue one item per whole file (as Navidrome embeds tracks) instead of windows.
     """
     datasets = datasets or ["synthetic"]
     models = models or ["dsp"]
@@ -63,7 +65,8 @@ def pipeline(datasets: list[str] | None = None, options: dict[str, dict[str, Any
         units = {"dask_address": address}
         for dataset in datasets:
             if "ingest" in chosen:
-                summaries += ingest(dataset, (options or {}).get(dataset, {}), limit, force, root, **units)
+                summaries += ingest(dataset, (options or {}).get(dataset, {}), limit, force, root, **units,
+                                    whole_tracks=whole_tracks)
             if "preprocess" in chosen:
                 summaries.append(preprocess(dataset, force, root, **units))
             if "embed" in chosen:

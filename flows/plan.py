@@ -85,10 +85,13 @@ def clipped(rows: Sequence[ManifestRow], root: DataRoot, dataset: str) -> list[M
     return [r for r in rows if r.item_id in made and root.clip_path(dataset, r.item_id).exists()]
 
 
-def plan_embed(rows: Sequence[ManifestRow], root: DataRoot, dataset: str, model: str, *, force: bool) -> Plan:
+def plan_embed(
+    rows: Sequence[ManifestRow], root: DataRoot, dataset: str, model: str, space: str, *, force: bool
+) -> Plan:
+    """Clipped items without a vector of ``model`` in ``space``: vectors of another space do not count."""
     eligible = clipped(rows, root, dataset)
-    have = embedded_ids(root.shard_dir(model, dataset))
-    seen = read_status(root.embed_status_dir(model, dataset))
+    have = embedded_ids(root.shard_dir(model, dataset, space))
+    seen = read_status(root.embed_status_dir(model, dataset, space))
     return _split(eligible, {r.item_id: r.item_id in have for r in eligible}, seen, force)
 
 

@@ -12,6 +12,7 @@ import inspect
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -23,6 +24,8 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from downloaders import get_source
 from downloaders.base import SourceContext, SourceError
+from embedders import embedder_spec, embedder_specs
+from embedders.spec import EmbedderSpec
 from flows import work
 from flows.devices import (
     check_weights,
@@ -30,7 +33,6 @@ from flows.devices import (
     embed_devices,
     loaded_embedder,
     unit_device,
-    uses_devices,
 )
 from flows.exclusive import one_run_at_a_time
 from flows.plan import Plan, chunks, plan_acquire, plan_embed, plan_preprocess, plan_verify
@@ -42,8 +44,8 @@ from store.manifest import ManifestRow, merge_rows, read_manifest, write_manifes
 from store.settings import Settings, load_settings
 from store.status import read_status
 from verification.audio import Problem
-from verification.report import Checks, dataset_report, write_report
-from verification.shards import check_model_shards
+from verification.report import Checks, Target, dataset_report, target_label, write_report
+from verification.shards import Expected, check_model_shards, old_space_problems
 
 RUNNER = ThreadPoolTaskRunner(max_workers=load_settings().workers)
 
@@ -88,7 +90,7 @@ def _context(root: str | None) -> tuple[DataRoot, Settings]:
 def _sweep(root: DataRoot, dataset: str) -> None:
     """Remove temporary files left by killed runs, so no partial file outlives a crash."""
     for directory in [root.path / "manifests", root.raw_dir(dataset), root.clip_dir(dataset),
-                      *root.path.glob(f"status/*/{dataset}"), *root.path.glob(f"embeddings/*/{dataset}")]:
+                      *root.path.glob(f"status/*/{dataset}"), *root.path.glob(f"embeddings/*/*/{dataset}")]:
         removed = sweep_stale_temps(directory)
         if removed:
             get_run_logger().info("removed %d temporary file(s) left by an interrupted run in %s",
@@ -187,9 +189,13 @@ def _manifest(root: DataRoot, dataset: str) -> list[ManifestRow]:
 
 @flow(name="catalog", flow_run_name="catalog-{dataset}", task_runner=RUNNER)
 def catalog(dataset: str, options: dict[str, Any] | None = None, limit: int | None = None,
-            root: str | None = None) -> StageSummary:
-    """Read the source's metadata into the manifest; existing rows are kept, new ones added."""
-    data_root, settings = _context(root)
+            root: str | None = None, whole_tracks: bool = False) -> StageSummary:
+    """Read the source's metadata into the manifest; existing rows are kept, new ones added.
+
+    ``whole_tracks``: one item per whole file for this run, as Navidrome embeds a track (else the settings
+    decide: ``clip_s`` windows unless ``clip_s = 0`` or the dataset is in ``whole_tracks``)."""
+    settings = load_settings(root=root, clip_s=0.0 if whole_tracks else None)
+    data_root = DataRoot(settings.root)
     source = get_source(dataset)
     source.check_options(options or {})
     with one_run_at_a_time(data_root, "catalog", dataset):
@@ -244,31 +250,37 @@ def preprocess(dataset: str, force: bool = False, root: str | None = None, dask:
 @flow(name="embed", flow_run_name="embed-{dataset}-{model}", task_runner=RUNNER, persist_result=True)
 def embed(dataset: str, model: str = "dsp", force: bool = False, root: str | None = None,
           weights: str | None = None, devices: list[str] | None = None, dask: bool = False,
-          dask_address: str | None = None) -> StageSummary:
+          dask_address: str | None = None, precision: str | None = None) -> StageSummary:
     """Embed every clip that has no vector from ``model`` yet into new append-only HDF5 shards.
 
     ``weights``: a directory holding the model's weights (default: ``weights_dirs`` in the settings, then
     the Hugging Face cache). ``devices``: where the model runs (default: ``embed_devices``, then every
-    visible GPU, then the CPU). Missing weights stop the flow here, before any work. The weight-free
+    visible GPU, then the CPU). ``precision``: ``reference`` or ``bf16`` (default: the setting
+    ``embed_precision``). Missing weights stop the flow here, before any work. The weight-free
     ``dsp`` runs its units like the other stages (on Dask when asked); the others on their devices.
+    The vectors go to ``embeddings/<space>/<model>/<dataset>``: only vectors of the model's current space
+    count as done, so shards of an older space are re-embedded into a new directory, never mixed with it.
     The result is persisted: a pipeline that handed this run to the ``gpu`` pool reads it back.
     """
-    data_root, settings = _context(root)
+    settings = load_settings(root=root, embed_precision=precision)
+    data_root = DataRoot(settings.root)
+    spec = embedder_spec(model)
     weights = weights or _configured_weights(settings, model)
-    devices = embed_devices(devices or settings.embed_devices) if uses_devices(model) else ["cpu"]
+    devices = embed_devices(devices or settings.embed_devices) if spec.device else ["cpu"]
     if len(devices) == 1:
-        loaded_embedder(model, weights, devices[0])
+        loaded_embedder(model, weights, devices[0], settings.embed_precision)
     else:
         check_weights(model, weights)
     with one_run_at_a_time(data_root, f"embed-{model}", dataset):
         _sweep(data_root, dataset)
-        plan = plan_embed(_manifest(data_root, dataset), data_root, dataset, model, force=force)
+        plan = plan_embed(_manifest(data_root, dataset), data_root, dataset, model, spec.space, force=force)
         units = chunks([r.item_id for r in plan.todo], settings.unit_size)
         unit_device = devices[0] if len(devices) == 1 else None
         args = [(dataset, model, u, data_root, settings, weights, unit_device) for u in units]
         sizes = [len(u) for u in units]
-        if uses_devices(model):
-            get_run_logger().info("embedding with %s on %s", model, ", ".join(devices))
+        if spec.device:
+            get_run_logger().info("embedding with %s (space %s, precision %s) on %s", model, spec.space,
+                                  settings.embed_precision, ", ".join(devices))
             runner_context = device_runner(devices)
         else:
             runner_context = unit_runner(dask, dask_address, settings.workers)
@@ -287,7 +299,11 @@ def _configured_weights(settings: Settings, model: str) -> str | None:
 @flow(name="verify", flow_run_name="verify-{dataset}", task_runner=RUNNER)
 def verify(dataset: str, models: list[str] | None = None, root: str | None = None, dask: bool = False,
            dask_address: str | None = None) -> StageSummary:
-    """Check clips and shards, and write the dataset report (JSON + Markdown) under ``reports/``."""
+    """Check clips and shards, and write the dataset report (JSON + Markdown) under ``reports/``.
+
+    ``models``: whose shards to check (default: every model with shards or records for the dataset). Shards
+    of a space other than the model's current one are reported as ``old_space``, with the command that
+    re-embeds them."""
     data_root, settings = _context(root)
     with one_run_at_a_time(data_root, "verify", dataset):
         rows = _manifest(data_root, dataset)
@@ -296,18 +312,20 @@ def verify(dataset: str, models: list[str] | None = None, root: str | None = Non
         with unit_runner(dask, dask_address, settings.workers) as runner:
             results = _run_units("verify", dataset, verify_task, [(u, data_root, settings) for u in units],
                                  [len(u) for u in units], runner)
-        models = models if models is not None else data_root.models(dataset)
         manifest_ids = {r.item_id for r in rows}
         verified = [r for item_id, r in read_status(data_root.status_dir("verify", dataset)).items()
                     if item_id in manifest_ids]
+        current, old = _embedding_targets(data_root, dataset, models)
         checks = Checks(
             clips_checked=len(verified),
             clip_problems=[Problem(r.item_id, r.reason or "unspecified", r.detail or "")
                            for r in verified if not r.is_ok],
-            shards={m: check_model_shards(data_root.shard_dir(m, dataset), m, manifest_ids=manifest_ids)
-                    for m in models},
+            shards={target_label(t): check_model_shards(data_root.shard_dir(t[1], dataset, t[0]),
+                                                         _expected(embedder_spec(t[1])), manifest_ids=manifest_ids)
+                    for t in current},
+            old_spaces=old_space_problems(old, {name: spec.space for name, spec in embedder_specs().items()}),
         )
-        report = dataset_report(data_root, dataset, models=models, checks=checks)
+        report = dataset_report(data_root, dataset, targets=current, checks=checks)
         json_path, md_path = write_report(data_root, report)
     summary = StageSummary.from_plan(dataset, "verify", plan, results)
     shard_problems = sum(len(c.problems) for c in checks.shards.values())
@@ -318,10 +336,28 @@ def verify(dataset: str, models: list[str] | None = None, root: str | None = Non
     return _publish(summary)
 
 
+def _embedding_targets(root: DataRoot, dataset: str, models: list[str] | None) -> tuple[list[Target], list[Path]]:
+    """The ``(space, model)`` targets of ``dataset`` in each model's current space, and the shard directories
+    of every other space (the layout before spaces, or a space a model has left)."""
+    specs = {name: embedder_spec(name) for name in models} if models is not None else embedder_specs()
+    found = [(space, model) for space, model in root.embedded(dataset) if model in specs]
+    wanted = models if models is not None else sorted({model for _, model in found})
+    current = [(specs[model].space, model) for model in wanted]
+    old_layout = [d for d in root.legacy_shard_dirs(dataset) if models is None or d.parent.name in specs]
+    other_spaces = [root.shard_dir(model, dataset, space) for space, model in found
+                    if space != specs[model].space and root.shard_dir(model, dataset, space).is_dir()]
+    return current, old_layout + other_spaces
+
+
+def _expected(spec: EmbedderSpec) -> Expected:
+    """What ``spec``'s shards must be: its space, and its width for its pinned weights (any, if weight-free)."""
+    return Expected(spec.space, spec.stored_dim, spec.weights.revision if spec.weights else None)
+
+
 @flow(name="ingest", flow_run_name="ingest-{dataset}", task_runner=RUNNER)
 def ingest(dataset: str, options: dict[str, Any] | None = None, limit: int | None = None,
            force: bool = False, root: str | None = None, dask: bool = False,
-           dask_address: str | None = None) -> list[StageSummary]:
+           dask_address: str | None = None, whole_tracks: bool = False) -> list[StageSummary]:
     """Catalog then acquire: what a scheduled incremental ingestion of one dataset runs."""
-    return [catalog(dataset, options, limit, root),
+    return [catalog(dataset, options, limit, root, whole_tracks),
             acquire(dataset, options, force, root, dask=dask, dask_address=dask_address)]

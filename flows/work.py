@@ -12,8 +12,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from downloaders import get_source
 from downloaders.base import SourceContext
 from embedders.base import Embedder
@@ -27,7 +25,7 @@ from store.layout import DataRoot
 from store.manifest import ManifestRow
 from store.settings import Settings
 from store.shard_stream import write_results
-from store.shards import ShardWriter
+from store.shards import Embedded, ShardWriter
 from store.status import FailureClass, StatusRecord, unit_name, write_status
 from verification.audio import check_clip
 
@@ -112,23 +110,24 @@ def adopt_clips(rows: Sequence[ManifestRow], root: DataRoot) -> UnitResult:
 
 def embed_unit(dataset: str, model: str, item_ids: Sequence[str], root: DataRoot, settings: Settings, *,
                weights: str | None = None, device: str | None = None) -> UnitResult:
-    """Embed one unit into one new shard, published only when complete."""
-    embedder = loaded_embedder(model, weights, unit_device(device))
+    """Embed one unit into one new shard of the model's space, published only when complete."""
+    embedder = loaded_embedder(model, weights, unit_device(device), settings.embed_precision)
+    space = embedder.spec.space
     clips = [(item_id, root.clip_path(dataset, item_id)) for item_id in item_ids]
-    with ShardWriter(root.shard_dir(model, dataset), shard_attributes(embedder),
+    with ShardWriter(root.shard_dir(model, dataset, space), shard_attributes(embedder),
                      chunk_rows=settings.shard_rows) as writer:
         done, failures = write_results(_embedded(embedder, clips, settings), writer, chunk_rows=settings.shard_rows)
     shard = relative(root, writer.path) if writer.path else None
     records = [StatusRecord.ok(item_id, "embed", output=shard) for item_id in done] + failures
-    write_status(root.embed_status_dir(model, dataset), unit_name(item_ids), records, __version__)
+    write_status(root.embed_status_dir(model, dataset, space), unit_name(item_ids), records, __version__)
     return UnitResult("embed", records, shard)
 
 
 def _embedded(
     embedder: Embedder, clips: list[tuple[str, Path]], settings: Settings
-) -> Iterator[tuple[str, np.ndarray | StatusRecord]]:
-    """The batched torch runtime for models with a device, the clip-by-clip CPU runtime otherwise."""
-    if not hasattr(embedder, "frames_tensor"):
+) -> Iterator[tuple[str, Embedded | StatusRecord]]:
+    """The batched torch runtime for models that run on a device, the clip-by-clip CPU runtime otherwise."""
+    if not embedder.spec.device:
         return embed_clips(embedder, clips)
     from embedders.torch_runtime import TorchRuntime
 

@@ -56,12 +56,31 @@ class DataRoot:
             raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
         return self.path / "status" / stage / dataset
 
-    def embed_status_dir(self, model: str, dataset: str) -> Path:
-        """Embed records are kept per model: one item can succeed with one model and fail with another."""
-        return self.status_dir("embed", dataset) / model
+    def embed_status_dir(self, model: str, dataset: str, space: str) -> Path:
+        """Embed records are kept per space and model: one item can succeed with one model and fail with another,
+        and an item embedded in an old space is still to do in a new one."""
+        return self.status_dir("embed", dataset) / space / model
 
-    def shard_dir(self, model: str, dataset: str) -> Path:
-        return self.path / "embeddings" / model / dataset
+    def shard_dir(self, model: str, dataset: str, space: str) -> Path:
+        """``embeddings/<space>/<model>/<dataset>``: vectors of one space never share a directory with another's
+        (rule 3, append-only: a new space is a new directory, the old one stays as it was)."""
+        return self.path / "embeddings" / space / model / dataset
+
+    def embedded(self, dataset: str) -> list[tuple[str, str]]:
+        """``(space, model)`` pairs with shards or embed records for ``dataset``, in order."""
+        with_shards = {(d.parent.parent.name, d.parent.name) for d in self._shard_dirs(f"*/*/{dataset}")}
+        records = self.status_dir("embed", dataset)
+        recorded = {(d.parent.name, d.name) for d in records.glob("*/*") if d.is_dir()} if records.is_dir() else set()
+        return sorted(with_shards | recorded)
+
+    def legacy_shard_dirs(self, dataset: str | None = None) -> list[Path]:
+        """``embeddings/<model>/<dataset>`` directories of shards written before spaces existed (the layout had
+        no space level), for ``dataset`` or every dataset."""
+        return self._shard_dirs(f"*/{dataset or '*'}")
+
+    def _shard_dirs(self, pattern: str) -> list[Path]:
+        base = self.path / "embeddings"
+        return sorted(d for d in base.glob(pattern) if d.is_dir() and any(d.glob("shard-*.h5")))
 
     def lock(self, stage: str, key: str) -> Path:
         """What one run of ``stage`` on ``key`` (a dataset) holds, so two such runs never overlap."""
@@ -76,13 +95,3 @@ class DataRoot:
     def datasets(self) -> list[str]:
         """Datasets that have a manifest, in name order."""
         return sorted(p.stem for p in (self.path / "manifests").glob("*.parquet"))
-
-    def models(self, dataset: str | None = None) -> list[str]:
-        """Models with at least one shard (for ``dataset`` when given)."""
-        base = self.path / "embeddings"
-        if not base.exists():
-            return []
-        return sorted(
-            m.name for m in base.iterdir()
-            if m.is_dir() and any((m / (dataset or "*")).glob("shard-*.h5") if dataset else m.glob("*/shard-*.h5"))
-        )

@@ -1,6 +1,6 @@
 """Streaming a runtime's results into a shard, with the HDF5 writes off the embedding thread.
 
-Both runtimes yield ``(item_id, vector or failed record)`` per clip. Appending to HDF5 (compression,
+Both runtimes yield ``(item_id, Embedded or failed record)`` per clip. Appending to HDF5 (compression,
 fsync at publication) would otherwise sit between two forward passes of a GPU; a writer thread takes
 it off that path, so disk and device work overlap.
 """
@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from store.shards import ShardWriter
+from store.shards import Embedded, ShardWriter
 from store.status import StatusRecord
 
 WRITER_QUEUE_CHUNKS = 8
@@ -21,7 +21,7 @@ WRITER_QUEUE_CHUNKS = 8
 
 
 class BackgroundWriter:
-    """Appends ``(item_id, vector)`` pairs to a :class:`ShardWriter` from a thread, ``chunk_rows`` at a time.
+    """Appends ``(item_id, Embedded)`` pairs to a :class:`ShardWriter` from a thread, ``chunk_rows`` at a time.
 
     The queue is bounded, so a slow disk slows the producer instead of filling memory. An error in the
     thread is raised again by :meth:`close` (and so by the ``with`` block), which keeps the shard unpublished.
@@ -31,15 +31,15 @@ class BackgroundWriter:
         self.writer = writer
         self.chunk_rows = chunk_rows
         self.written: list[str] = []
-        self._queue: queue.Queue[tuple[str, np.ndarray] | None] = queue.Queue(WRITER_QUEUE_CHUNKS * chunk_rows)
+        self._queue: queue.Queue[tuple[str, Embedded] | None] = queue.Queue(WRITER_QUEUE_CHUNKS * chunk_rows)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="shard-writer", daemon=True)
         self._thread.start()
 
-    def put(self, item_id: str, vector: np.ndarray) -> None:
+    def put(self, item_id: str, embedded: Embedded) -> None:
         if self._error is not None:
             raise RuntimeError("the shard writer thread failed") from self._error
-        self._queue.put((item_id, vector))
+        self._queue.put((item_id, embedded))
 
     def close(self) -> list[str]:
         """Flush and stop; returns the ids written, in order."""
@@ -51,7 +51,7 @@ class BackgroundWriter:
 
     def _run(self) -> None:
         """Consumes until the end marker even after a failure, so ``put`` never blocks on a full queue."""
-        pending: list[tuple[str, np.ndarray]] = []
+        pending: list[tuple[str, Embedded]] = []
         while (entry := self._queue.get()) is not None:
             pending.append(entry)
             if len(pending) == self.chunk_rows:
@@ -59,12 +59,13 @@ class BackgroundWriter:
                 pending = []
         self._append(pending)
 
-    def _append(self, entries: list[tuple[str, np.ndarray]]) -> None:
+    def _append(self, entries: list[tuple[str, Embedded]]) -> None:
         if not entries or self._error is not None:
             return
         ids = [item_id for item_id, _ in entries]
         try:
-            self.writer.append(ids, np.stack([vector for _, vector in entries]))
+            self.writer.append(ids, np.stack([embedded.vector for _, embedded in entries]),
+                               [embedded.frames for _, embedded in entries])
         except BaseException as error:  # handed to the producer by put() and close()
             self._error = error
             return
@@ -82,7 +83,7 @@ class BackgroundWriter:
 
 
 def write_results(
-    results: Iterable[tuple[str, np.ndarray | StatusRecord]], writer: ShardWriter, *, chunk_rows: int
+    results: Iterable[tuple[str, Embedded | StatusRecord]], writer: ShardWriter, *, chunk_rows: int
 ) -> tuple[list[str], list[StatusRecord]]:
     """Vectors into ``writer`` (the caller closes it); returns the ids written and the failed records."""
     failures: list[StatusRecord] = []

@@ -34,6 +34,23 @@ class ShardAttributes:
     created_at: str = ""
     weights_sha256: str = ""
     """sha256 of the model's weights file; empty for weight-free embedders such as ``dsp``."""
+    space: str = ""
+    """The space the vectors live in (``navidrome-2025.11``): vectors of different spaces are never compared.
+    Shards written before spaces existed have none."""
+    audio_input: str = ""
+    """How the audio became the model's input (channels, resampler, quantisation)."""
+    window_padding: str = ""
+    """What fills a window the audio does not (``zeros``, ``repeat``, ``none``)."""
+    precision: str = ""
+    """The numeric precision the model ran at (``reference``, ``bf16``)."""
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """One item's stored vector and the number of frames (``T``: windows, latent frames) it summarises."""
+
+    vector: np.ndarray
+    frames: int
 
 
 def shard_paths(directory: Path) -> list[Path]:
@@ -56,18 +73,27 @@ class ShardWriter:
         self._emb = self._file.create_dataset(
             "embedding", shape=(0, attrs.dim), maxshape=(None, attrs.dim), dtype=dtype, chunks=(chunk, attrs.dim)
         )
+        self._frames = self._file.create_dataset("frames", shape=(0,), maxshape=(None,), dtype="int32",
+                                                 chunks=(chunk,))
         created = attrs.created_at or datetime.now(UTC).isoformat(timespec="seconds")
         for key, value in {**asdict(attrs), "created_at": created}.items():
             self._file.attrs[key] = value
 
-    def append(self, item_ids: list[str], embeddings: np.ndarray) -> None:
+    def append(self, item_ids: list[str], embeddings: np.ndarray, frames: list[int] | None = None) -> None:
+        """Rows of ``embeddings`` for ``item_ids``; ``frames``: how many frames (``T``) each vector summarises,
+        -1 where unknown."""
         if embeddings.shape != (len(item_ids), self.attrs.dim):
             raise ValueError(f"expected {(len(item_ids), self.attrs.dim)} embeddings, got {embeddings.shape}")
+        counts = [-1] * len(item_ids) if frames is None else frames
+        if len(counts) != len(item_ids):
+            raise ValueError(f"expected {len(item_ids)} frame counts, got {len(counts)}")
         start, self.rows = self.rows, self.rows + len(item_ids)
-        self._ids.resize((self.rows,))
+        for dataset in (self._ids, self._frames):
+            dataset.resize((self.rows,))
         self._emb.resize((self.rows, self.attrs.dim))
         self._ids[start:] = item_ids
         self._emb[start:] = embeddings
+        self._frames[start:] = counts
 
     def close(self) -> Path | None:
         """Publish under the next free shard name; an empty shard is discarded (returns ``None``)."""
@@ -120,6 +146,19 @@ class Shard:
     def embeddings(self, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
         with h5py.File(self.path, "r") as handle:
             return np.asarray(handle["embedding"][rows], dtype=np.float32)
+
+    def frames(self) -> np.ndarray:
+        """Frames (``T``) per row; -1 where unknown, all -1 for shards written before they were kept."""
+        with h5py.File(self.path, "r") as handle:
+            if "frames" not in handle:
+                return np.full(len(self.item_ids), -1, dtype=np.int32)
+            return np.asarray(handle["frames"][:], dtype=np.int32)
+
+    @property
+    def space(self) -> str:
+        """The space of its vectors; "" for a shard written before spaces existed."""
+        value = self.attrs.get("space", "")
+        return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def open_shard(path: Path) -> Shard:

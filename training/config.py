@@ -23,9 +23,12 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 @dataclass(frozen=True)
 class TrainConfig:
     model: str
-    """The audio embedder whose space the text embedder learns (its shards under ``embeddings/<model>/``)."""
+    """The audio embedder whose space the text embedder learns."""
     datasets: tuple[str, ...]
     run_id: str
+    space: str = ""
+    """The space of the audio vectors it learns (``embeddings/<space>/<model>/``), set from the model's spec by
+    the train flow. A run learns one space: resuming, evaluating or searching it in another is refused."""
     encoder: str = DEFAULT_ENCODER
     head: str = "pooled"
     freeze_encoder: bool = False

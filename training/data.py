@@ -144,17 +144,24 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     return (float(fractions[0]), float(fractions[1]), float(fractions[2]))
 
 
-def vector_locations(root: DataRoot, model: str, dataset: str) -> tuple[dict[str, tuple[Path, int]], int]:
-    """Item id → (shard, row) for one model and dataset, and the vectors' size; a later shard wins a repeat."""
-    directory = root.shard_dir(model, dataset)
+def vector_locations(
+    root: DataRoot, model: str, dataset: str, space: str
+) -> tuple[dict[str, tuple[Path, int]], int]:
+    """Item id → (shard, row) for one model, space and dataset, and the vectors' size; a later shard wins a
+    repeat. A shard that names another space is refused: vectors of two spaces are never trained on together."""
+    directory = root.shard_dir(model, dataset, space)
     paths = shard_paths(directory)
     if not paths:
-        raise FileNotFoundError(f"no {model} embeddings for {dataset} under {directory}; run the embed stage for "
-                                f"this model and dataset first")
+        hint = _old_space_hint(root, model, dataset)
+        raise FileNotFoundError(f"no {model} embeddings in space {space} for {dataset} under {directory}; run "
+                                f"`musictext embed {dataset} --model {model}` first{hint}")
     locations: dict[str, tuple[Path, int]] = {}
     dims = set()
     for path in paths:
         shard = open_shard(path)
+        if shard.space != space:
+            raise ValueError(f"shard {path} holds vectors of space {shard.space or '(none)'}, not {space}; vectors "
+                             "of different spaces cannot be trained on together: move it aside and re-embed")
         dims.add(int(shard.attrs["dim"]))
         locations.update((item_id, (path, row)) for row, item_id in enumerate(shard.item_ids))
     if len(dims) != 1:
@@ -163,10 +170,16 @@ def vector_locations(root: DataRoot, model: str, dataset: str) -> tuple[dict[str
     return locations, dims.pop()
 
 
+def _old_space_hint(root: DataRoot, model: str, dataset: str) -> str:
+    old = [d for d in root.legacy_shard_dirs(dataset) if d.parent.name == model]
+    return f" (the shards under {old[0]} are of an older space and are not used)" if old else ""
+
+
 def load_splits(
     root: DataRoot,
     datasets: Sequence[str],
     model: str,
+    space: str,
     *,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     seed: int = 0,
@@ -182,7 +195,7 @@ def load_splits(
         rows = read_manifest(root.manifest(dataset))
         if not rows:
             raise FileNotFoundError(f"{dataset} has no manifest at {root.manifest(dataset)}; run its catalog first")
-        locations, dims[dataset] = vector_locations(root, model, dataset)
+        locations, dims[dataset] = vector_locations(root, model, dataset, space)
         for row in rows:
             location = locations.get(row.item_id)
             if location is None:

@@ -42,7 +42,7 @@ from training.zero_shot import prompt_texts, zero_shot_tags
 
 ZERO_SHOT_TAGS = 40
 """Most frequent test tags scored one by one (families are scored whole)."""
-SHARED_FIELDS = ("model", "datasets", "fractions", "seed")
+SHARED_FIELDS = ("model", "space", "datasets", "fractions", "seed")
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def evaluate_runs(root: DataRoot, run_ids: Sequence[str], *, tag_families: Mappi
         if differing:
             raise ValueError(f"run {run_id} differs from {run_ids[0]} in {', '.join(differing)}; runs evaluated "
                              "together must share their test split")
-    splits = load_splits(root, first.datasets, first.model, fractions=first.fractions, seed=first.seed)
+    splits = load_splits(root, first.datasets, first.model, first.space, fractions=first.fractions, seed=first.seed)
     if len({item.group for item in splits.test}) < 2:
         raise ValueError(f"the test split of {', '.join(first.datasets)} has fewer than two groups; evaluation "
                          "needs more (grow the corpus)")

@@ -4,7 +4,7 @@ Two heads:
 
 * ``frames`` treats the encoder's token features as a sequence of frames: a Linear maps each token to the
   audio embedder's frame size ``D = audio_dim // 3`` and the *same* enrichment as the audio side (mean,
-  IQR / 1.34898, mean first difference, L2) summarises them, over the real tokens only. The text vector is
+  IQR / 1.3489795…, mean first difference, L2) summarises them, over the real tokens only. The text vector is
   then built like an audio vector, block for block.
 * ``pooled`` maps the mean-pooled sentence vector with one Linear straight to ``audio_dim``, L2-normalised.
 

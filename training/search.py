@@ -30,11 +30,13 @@ class Hit:
     row: int
 
 
-def model_shard_dirs(root: DataRoot, model: str, datasets: Sequence[str] | None = None) -> list[Path]:
-    """The shard directories of ``model``: every dataset it has embedded, or only ``datasets``."""
-    base = root.path / "embeddings" / model
+def model_shard_dirs(
+    root: DataRoot, model: str, space: str, datasets: Sequence[str] | None = None
+) -> list[Path]:
+    """The shard directories of ``model`` in ``space``: every dataset it has embedded, or only ``datasets``."""
+    base = root.path / "embeddings" / space / model
     names = datasets if datasets is not None else sorted(p.name for p in base.iterdir() if p.is_dir())
-    return [root.shard_dir(model, name) for name in names] if base.exists() else []
+    return [root.shard_dir(model, name, space) for name in names] if base.exists() else []
 
 
 def _sort_key(hit: Hit) -> tuple[float, str, str, int]:
@@ -69,8 +71,10 @@ def _shard_scores(shard: Shard, query: np.ndarray, chunk_rows: int | None) -> It
         yield start, (rows @ query) / np.maximum(np.linalg.norm(rows, axis=1), _TINY)
 
 
-def search(query: np.ndarray, shard_dirs: Sequence[Path], k: int = 10, chunk_rows: int | None = None) -> list[Hit]:
-    """The ``k`` rows of all shards under ``shard_dirs`` most cosine-similar to ``query`` ([d]), best first."""
+def search(query: np.ndarray, shard_dirs: Sequence[Path], k: int = 10, chunk_rows: int | None = None, *,
+           space: str | None = None) -> list[Hit]:
+    """The ``k`` rows of all shards under ``shard_dirs`` most cosine-similar to ``query`` ([d]), best first.
+    With ``space``, a shard of any other space is refused rather than compared with the query."""
     query = np.asarray(query, dtype=np.float32)
     if query.ndim != 1:
         raise ValueError(f"query must be one vector of shape [d], got shape {query.shape}")
@@ -83,6 +87,9 @@ def search(query: np.ndarray, shard_dirs: Sequence[Path], k: int = 10, chunk_row
     searched = 0
     for directory in shard_dirs:
         for shard in iter_shards(directory):
+            if space is not None and shard.space != space:
+                raise ValueError(f"shard {shard.path} holds vectors of space {shard.space or '(none)'}, not {space}; "
+                                 "a query is only comparable with vectors of its own space: move it aside")
             searched += 1
             for start, scores in _shard_scores(shard, query, chunk_rows):
                 best = sorted(best + _chunk_hits(shard, start, scores, k), key=_sort_key)[:k]

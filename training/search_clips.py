@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from embedders import embedder_spec
 from store.layout import DataRoot
 from store.manifest import ManifestRow, read_manifest
 from training.evaluate import run_config
@@ -43,24 +44,27 @@ class SearchResult:
         return copied
 
 
-def newest_run(root: DataRoot, model: str) -> str:
-    """The most recently trained run for ``model`` that has a best checkpoint."""
+def newest_run(root: DataRoot, model: str, space: str) -> str:
+    """The most recently trained run for ``model`` in ``space`` that has a best checkpoint."""
     runs = [path.parent for path in root.runs_dir().glob("*/config.json")
-            if checkpoint_model_dir(path.parent).is_dir() and run_config(root, path.parent.name).model == model]
+            if checkpoint_model_dir(path.parent).is_dir()
+            and (run_config(root, path.parent.name).model, run_config(root, path.parent.name).space) == (model, space)]
     if not runs:
-        raise FileNotFoundError(f"no trained text embedder for {model} under {root.runs_dir()}; run "
-                                f"`musictext train --model {model}` first")
+        raise FileNotFoundError(f"no trained text embedder for {model} in space {space} under {root.runs_dir()}; "
+                                f"run `musictext train --model {model}` first")
     return max(runs, key=lambda run: checkpoint_model_dir(run).stat().st_mtime).name
 
 
 def search_clips(root: DataRoot, text: str, model: str, *, k: int = 10, datasets: Sequence[str] | None = None,
                  run_id: str | None = None) -> SearchResult:
-    run_id = run_id or newest_run(root, model)
+    space = embedder_spec(model).space
+    run_id = run_id or newest_run(root, model, space)
     config = run_config(root, run_id)
-    if config.model != model:
-        raise ValueError(f"run {run_id} embeds text into {config.model}'s space, not {model}'s")
+    if (config.model, config.space) != (model, space):
+        raise ValueError(f"run {run_id} embeds text into {config.model}'s vectors of space {config.space or '(none)'}, "
+                         f"not {model}'s of space {space}; train a text embedder for them")
     embedder = load_text_embedder(checkpoint_model_dir(root.runs_dir() / run_id))
-    hits = search(embedder.encode([text])[0], model_shard_dirs(root, model, datasets), k=k)
+    hits = search(embedder.encode([text])[0], model_shard_dirs(root, model, space, datasets), k=k, space=space)
     rows = {row.item_id: row for name in {hit.dataset for hit in hits} for row in read_manifest(root.manifest(name))}
     return SearchResult(run_id, [_clip_hit(root, hit, rows.get(hit.item_id)) for hit in hits])
 

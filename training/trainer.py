@@ -181,7 +181,8 @@ def _train(config: TrainConfig, root: DataRoot, run_dir: Path, on_progress: Call
     if last.exists():
         _check_run_dir(run_dir, config)
     device = resolve_device(config.device)
-    splits = load_splits(root, config.datasets, config.model, fractions=config.fractions, seed=config.seed)
+    splits = load_splits(root, config.datasets, config.model, config.space, fractions=config.fractions,
+                         seed=config.seed)
     sizes = {name: len(splits[name]) for name in ("train", "val", "test")}
     validation = validation_set(splits.val, limit=config.val_limit, seed=config.seed)
     batches_per_epoch = len(splits.train) // config.batch_size

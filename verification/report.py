@@ -65,12 +65,23 @@ class StageSummary:
 
 @dataclass
 class Checks:
-    """What the verify flow found: ``check_clip`` problems over ``clips_checked`` clips, and one
-    :class:`ShardCheck` per model."""
+    """What the verify flow found: ``check_clip`` problems over ``clips_checked`` clips, one
+    :class:`ShardCheck` per embedding target (:func:`target_label`), and shards of old spaces."""
 
     clips_checked: int = 0
     clip_problems: list[Problem] = field(default_factory=list)
     shards: dict[str, ShardCheck] = field(default_factory=dict)
+    old_spaces: list[Problem] = field(default_factory=list)
+
+
+Target = tuple[str, str]
+"""``(space, model)``: where one model's vectors of one space live (``embeddings/<space>/<model>/``)."""
+
+
+def target_label(target: Target) -> str:
+    """``<space>/<model>``, as on disk: how reports name a model's vectors."""
+    space, model = target
+    return f"{space}/{model}"
 
 
 @dataclass
@@ -166,7 +177,7 @@ def stage_summary(
     return StageSummary(stage, model, len(ok_ids), len(failed), pending, round(seconds_ok / 3600, 6), groups)
 
 
-def dataset_report(root: DataRoot, dataset: str, *, models: Sequence[str], checks: Checks) -> DatasetReport:
+def dataset_report(root: DataRoot, dataset: str, *, targets: Sequence[Target], checks: Checks) -> DatasetReport:
     """The report of one dataset after the verify checks ran; reads manifests, records, clips and shards."""
     manifest = root.manifest(dataset)
     if not manifest.exists():
@@ -177,9 +188,9 @@ def dataset_report(root: DataRoot, dataset: str, *, models: Sequence[str], check
     preprocessed = _preprocessed(root, dataset, item_ids)
     durations = _durations(root, dataset, rows, preprocessed)
     embedded = {
-        model: checks.shards[model].item_ids if model in checks.shards
-        else embedded_ids(root.shard_dir(model, dataset))
-        for model in models
+        target: checks.shards[target_label(target)].item_ids if target_label(target) in checks.shards
+        else embedded_ids(root.shard_dir(target[1], dataset, target[0]))
+        for target in targets
     }
     inputs = _stage_inputs(root, dataset, item_ids, preprocessed, embedded)
     stages = [
@@ -200,7 +211,7 @@ def dataset_report(root: DataRoot, dataset: str, *, models: Sequence[str], check
         stages=stages,
         checks=check_summaries,
         stalled=stalled,
-        paths=_paths(root, dataset, models),
+        paths=_paths(root, dataset, targets),
     )
 
 
@@ -221,7 +232,8 @@ def status_counts(root: DataRoot) -> list[dict[str, object]]:
     counts: list[dict[str, object]] = []
     for dataset in root.datasets():
         item_ids = [row.item_id for row in read_manifest(root.manifest(dataset))]
-        embedded = {model: embedded_ids(root.shard_dir(model, dataset)) for model in _models(root, dataset)}
+        embedded = {(space, model): embedded_ids(root.shard_dir(model, dataset, space))
+                    for space, model in root.embedded(dataset)}
         for i in _stage_inputs(root, dataset, item_ids, _preprocessed(root, dataset, item_ids), embedded):
             summary = stage_summary(i.stage, item_ids, i.records, done=i.done, model=i.model)
             counts.append({"dataset": dataset, "stage": summary.label, "model": i.model, "ok": summary.ok,
@@ -230,19 +242,12 @@ def status_counts(root: DataRoot) -> list[dict[str, object]]:
     return counts
 
 
-def _models(root: DataRoot, dataset: str) -> list[str]:
-    """Models with shards or embed records, so a model whose every item failed still shows up."""
-    records = root.status_dir("embed", dataset)
-    recorded = {entry.name for entry in records.iterdir() if entry.is_dir()} if records.is_dir() else set()
-    return sorted(set(root.models(dataset)) | recorded)
-
-
 def _stage_inputs(
     root: DataRoot,
     dataset: str,
     item_ids: list[str],
     preprocessed: set[str],
-    embedded: Mapping[str, set[str]],
+    embedded: Mapping[Target, set[str]],
 ) -> list[_StageInput]:
     def records(stage: str) -> dict[str, StatusRecord]:
         return read_status(root.status_dir(stage, dataset))
@@ -252,8 +257,9 @@ def _stage_inputs(
         _StageInput("acquire", None, records("acquire"), None),
         _StageInput("preprocess", None, records("preprocess"), preprocessed),
         *(
-            _StageInput("embed", model, read_status(root.embed_status_dir(model, dataset)), done)
-            for model, done in embedded.items()
+            _StageInput("embed", target_label(target),
+                        read_status(root.embed_status_dir(target[1], dataset, target[0])), done)
+            for target, done in embedded.items()
         ),
         _StageInput("verify", None, records("verify"), None),
     ]
@@ -323,6 +329,9 @@ def _check_summaries(checks: Checks) -> list[CheckSummary]:
             "shards", model, found.rows, len(found.problems), _group_problems(found.problems),
             shards=found.shards, model_revision=found.model_revision, dim=found.dim,
         ))
+    if checks.old_spaces:
+        summaries.append(CheckSummary("old-space shards", None, len(checks.old_spaces), len(checks.old_spaces),
+                                      _group_problems(checks.old_spaces), shards=len(checks.old_spaces)))
     return summaries
 
 
@@ -343,13 +352,13 @@ def _group(entries: Iterable[tuple[str, str | None, str, str | None]]) -> list[R
     return sorted(groups.values(), key=lambda g: (-g.count, g.reason))
 
 
-def _paths(root: DataRoot, dataset: str, models: Sequence[str]) -> dict[str, str]:
+def _paths(root: DataRoot, dataset: str, targets: Sequence[Target]) -> dict[str, str]:
     paths = {
         "manifest": root.manifest(dataset),
         "clips": root.clip_dir(dataset),
         "status": root.path / "status",
         "reports": root.reports_dir() / dataset,
-        **{f"embeddings/{model}": root.shard_dir(model, dataset) for model in models},
+        **{f"embeddings/{target_label(t)}": root.shard_dir(t[1], dataset, t[0]) for t in targets},
     }
     return {name: str(path) for name, path in paths.items()}
 
@@ -444,6 +453,8 @@ def _check_label(check: CheckSummary) -> str:
 
 
 def _checked(check: CheckSummary) -> str:
+    if check.name == "old-space shards":
+        return f"{check.checked} director{'y' if check.checked == 1 else 'ies'}"
     if check.model is None:
         return f"{check.checked} clips"
     return (f"{check.checked} rows in {check.shards} shard(s); revision {check.model_revision}, "

@@ -1,5 +1,10 @@
-"""Integrity of embedding shards: what training and retrieval read must be complete, finite, unit-norm
-and traceable to a manifest row.
+"""Integrity of embedding shards: what training and retrieval read must be complete, finite, unit-norm,
+in the space it claims and traceable to a manifest row.
+
+What a model's shards must be (its space, and its width for its pinned weights) is handed in by the caller
+as an :class:`Expected`, so this module needs nothing but the data root. Shards written before spaces
+existed (``embeddings/<model>/<dataset>``) are found by :func:`old_space_problems`, each with the command
+that re-embeds into the current space.
 
 Rows are read in slices aligned to the HDF5 chunks, so a shard larger than memory can be checked.
 """
@@ -13,9 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from embedders import stored_dim
-from embedders.weights import SPECS
-from store.shards import ShardAttributes, shard_paths
+from store.shards import ShardAttributes, open_shard, shard_paths
 from verification.audio import Problem
 
 REQUIRED_ATTRIBUTES = tuple(f.name for f in fields(ShardAttributes))
@@ -40,31 +43,62 @@ class ShardCheck:
     item_ids: set[str] = field(default_factory=set)
 
 
-def check_model_shards(directory: Path, model: str, *, manifest_ids: set[str]) -> ShardCheck:
-    """:func:`check_shards`, plus the architecture's width for vectors of a model's pinned weights.
+@dataclass(frozen=True)
+class Expected:
+    """What the shards of one model in one space must be."""
 
-    Weights of another revision (a smaller variant given with ``--weights``, say) give another width,
-    legitimately; for them the shards only have to agree with each other.
-    """
-    check = check_shards(directory, manifest_ids=manifest_ids)
-    spec = SPECS.get(model)
-    if check.dim is None or (spec is not None and check.model_revision != spec.revision):
+    space: str
+    dim: int | None = None
+    """The architecture's width; binds only vectors of ``revision`` (other weights, a smaller variant given
+    with ``--weights`` say, legitimately give another width: their shards only have to agree)."""
+    revision: str | None = None
+    """The pinned weights revision; ``None``: the width binds whatever the revision."""
+
+
+def check_model_shards(directory: Path, expected: Expected, *, manifest_ids: set[str]) -> ShardCheck:
+    """:func:`check_shards` in ``expected.space``, plus the architecture's width where it binds."""
+    check = check_shards(directory, manifest_ids=manifest_ids, space=expected.space)
+    binds = expected.revision is None or check.model_revision == expected.revision
+    if check.dim is None or expected.dim is None or not binds:
         return check
-    expected = stored_dim(model)
-    if check.dim != expected:
+    if check.dim != expected.dim:
+        model = directory.parent.name
         check.problems.append(Problem(
-            None, "wrong_dim", f"shards in {directory} have {check.dim} columns, but {model} gives {expected}; "
+            None, "wrong_dim", f"shards in {directory} have {check.dim} columns, but {model} gives {expected.dim}; "
             f"move them aside and re-run embedding with {model}."))
     return check
 
 
-def check_shards(directory: Path, *, manifest_ids: set[str], dim: int | None = None) -> ShardCheck:
-    """Check every ``shard-*.h5`` in ``directory``; ``dim`` is the width the model promises, when known."""
+def old_space_problems(directories: list[Path], space_of: dict[str, str]) -> list[Problem]:
+    """One ``old_space`` problem per ``embeddings/<model>/<dataset>`` directory of shards written before
+    spaces existed, saying what re-embeds it into ``space_of[model]`` and what to do with the old one."""
+    problems = []
+    for directory in directories:
+        model, dataset = directory.parent.name, directory.name
+        spaces = sorted({_text(open_shard(path).attrs.get("space")) or "none" for path in shard_paths(directory)})
+        target = space_of.get(model)
+        move_on = (f"re-embed with `musictext embed {dataset} --model {model}` (it writes "
+                   f"embeddings/{target}/{model}/{dataset}/), then delete or move {directory} aside"
+                   if target else f"{model} is no longer an embedder here; delete or move {directory} aside")
+        problems.append(Problem(
+            None, "old_space",
+            f"shards in {directory} are in space {', '.join(spaces)}, not in "
+            f"{target or 'any current space'}: they were written before vectors named their space, by a "
+            f"computation that is not Navidrome's; training and search never read them. To move on, {move_on}.",
+        ))
+    return problems
+
+
+def check_shards(
+    directory: Path, *, manifest_ids: set[str], dim: int | None = None, space: str | None = None
+) -> ShardCheck:
+    """Check every ``shard-*.h5`` in ``directory``; ``dim`` is the width the model promises, when known;
+    ``space`` the space every shard must name, when known."""
     check = ShardCheck(dim=dim)
     owner: dict[str, str] = {}
     for path in shard_paths(directory):
         check.shards += 1
-        shard = _ShardChecker(path, check, owner, manifest_ids)
+        shard = _ShardChecker(path, check, owner, manifest_ids, space)
         try:
             with h5py.File(path, "r") as handle:
                 shard.check(handle)
@@ -81,6 +115,7 @@ class _ShardChecker:
     owner: dict[str, str]
     """Item id → name of the first shard holding it, across the whole directory."""
     manifest_ids: set[str]
+    space: str | None = None
 
     @property
     def redo(self) -> str:
@@ -118,7 +153,11 @@ class _ShardChecker:
         missing = [name for name in REQUIRED_ATTRIBUTES if name not in handle.attrs]
         if missing:
             self.add(None, "missing_attribute", f"lacks the attribute(s) {', '.join(missing)}")
-        model, revision = (_text(handle.attrs.get(name)) for name in ("model", "model_revision"))
+        model, revision, space = (_text(handle.attrs.get(name)) for name in ("model", "model_revision", "space"))
+        if self.space is not None and space != self.space:
+            self.add(None, "wrong_space", f"names the space {space or '(none)'}, not {self.space} of its "
+                                          "directory; vectors of different spaces must never be compared",
+                     advice=f"move {self.path.name} aside and re-run embedding")
         if self.result.model is None:
             self.result.model, self.result.model_revision = model, revision
         elif (model, revision) != (self.result.model, self.result.model_revision):

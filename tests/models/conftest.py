@@ -40,3 +40,23 @@ def muq_repos(tmp_path: Path) -> Path:
     from tiny_muq import write_repos
 
     return write_repos(tmp_path / "muq")
+
+
+@pytest.fixture()
+def narrow_unet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Music2Latent's ``UNet`` is built from module globals; a narrower network is made by changing them, for
+    the checkpoint a test writes and for the ``UNet`` the adapter (or the package) builds to load it."""
+    import music2latent.models
+    from tiny_weights import REDUCED_UNET
+
+    for name, value in REDUCED_UNET.items():
+        monkeypatch.setattr(music2latent.models, name, value)
+
+
+@pytest.fixture()
+def music2latent_weights(tmp_path: Path, narrow_unet: None) -> Path:
+    """A directory holding a random-weight ``music2latent.pt`` of the narrow ``UNet`` (the --weights layout)."""
+    from tiny_weights import write_music2latent_checkpoint
+
+    write_music2latent_checkpoint(tmp_path / "m2l")
+    return tmp_path / "m2l"

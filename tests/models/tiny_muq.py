@@ -10,7 +10,9 @@ import torch
 from muq import MuQ, MuQMuLan
 from transformers import XLMRobertaConfig, XLMRobertaModel
 
-from embedders.weights import MUQ, MUQ_BACKBONE, MUQ_TEXT
+from embedders.muq import BACKBONE_WEIGHTS as MUQ_BACKBONE
+from embedders.muq import TEXT_WEIGHTS as MUQ_TEXT
+from embedders.muq import WEIGHTS as MUQ
 
 ENCODER_DIM = 32
 BACKBONE = {
@@ -40,23 +42,27 @@ MULAN = {
 """MuQ-MuLan-large's config.json: the sub-models named by repository id, as the published one names them."""
 
 
-def write_repos(root: Path, seed: int = 0) -> Path:
+def write_repos(root: Path, seed: int = 0, *, backbone_config: dict | None = None, head: dict | None = None) -> Path:
     """``root/{MuQ-MuLan-large, MuQ-large-msd-iter, xlm-roberta-base}`` (the ``--weights`` layout); returns root.
 
     The checkpoint's weights differ from the backbone's and the text tower's, as after MuLan training, so a
-    model that kept any of theirs would give different latents.
+    model that kept any of theirs would give different latents. ``backbone_config`` and ``head`` replace the
+    tiny audio backbone and audio transformer (the throughput benchmark builds the published sizes with them).
     """
     torch.manual_seed(seed)
+    backbone_config = backbone_config or BACKBONE
     backbone, text, mulan = (root / spec.folder for spec in (MUQ_BACKBONE, MUQ_TEXT, MUQ))
-    MuQ(BACKBONE).save_pretrained(backbone)
+    MuQ(backbone_config).save_pretrained(backbone)
     XLMRobertaModel(TEXT).save_pretrained(text)
-    local = MULAN | {"audio_model": MULAN["audio_model"] | {"name": str(backbone)},
-                     "text_model": MULAN["text_model"] | {"name": str(text)}}
+    config = MULAN | {"audio_model": MULAN["audio_model"] | {"model_dim": backbone_config["encoder_dim"]},
+                      "audio_transformer": head or HEAD}
+    local = config | {"audio_model": config["audio_model"] | {"name": str(backbone)},
+                      "text_model": config["text_model"] | {"name": str(text)}}
     model = MuQMuLan(local)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
     mulan.mkdir()
-    (mulan / "config.json").write_text(json.dumps(MULAN))
+    (mulan / "config.json").write_text(json.dumps(config))
     torch.save(model.state_dict(), mulan / "pytorch_model.bin")
     return root
