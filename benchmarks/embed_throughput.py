@@ -84,7 +84,7 @@ def write_items(folder: Path, count: int, seconds: float) -> list[tuple[str, Pat
 def random_weights(model: str, folder: Path, size: str) -> Path:
     """``model``'s weights laid out as the real ones are, random, at full or tiny size."""
     if size == "tiny":
-        return tiny_weights(model, folder)
+        return tiny_model_weights(model, folder)
     folder.mkdir(parents=True)
     if model == "mert":
         from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
@@ -104,22 +104,21 @@ def random_weights(model: str, folder: Path, size: str) -> Path:
     return folder
 
 
-def tiny_weights(model: str, folder: Path) -> Path:
+def tiny_model_weights(model: str, folder: Path) -> Path:
+    """The test suite's tiny configurations (tests/models), random weights."""
     import tiny_muq
-    import tiny_weights as tiny_mert
+    import tiny_weights
 
     if model == "mert":
-        tiny_mert.write_snapshot(folder)
+        tiny_weights.write_snapshot(folder)
     elif model == "muq":
         tiny_muq.write_repos(folder)
     else:
         import music2latent.models
 
-        for name, value in {"base_channels": 4, "bottleneck_base_channels": 32, "num_bottleneck_layers": 1,
-                            "cond_channels": 16}.items():
+        for name, value in tiny_weights.REDUCED_UNET.items():  # the adapter builds its UNet from these globals too
             setattr(music2latent.models, name, value)
-        folder.mkdir(parents=True)
-        torch.save({"gen_state_dict": music2latent.models.UNet().state_dict()}, folder / "music2latent.pt")
+        tiny_weights.write_music2latent_checkpoint(folder)
     return folder
 
 

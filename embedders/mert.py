@@ -26,15 +26,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
-from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+from typing import TYPE_CHECKING, Any
 
 from embedders.audio_input import AudioInput
 from embedders.spec import NAVIDROME_SPACE, EmbedderSpec
 from embedders.weights import WeightsSpec, locate_weights
 from embedders.windows import Piece, TrackPlan, window_starts
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import HubertConfig, HubertModel
 
 SAMPLE_RATE = 24_000
 WINDOW_S = 30.0
@@ -64,6 +65,9 @@ class MertEmbedder:
     def __init__(
         self, weights: Path | None = None, *, device: str | torch.device = "cpu", precision: str = "reference"
     ) -> None:
+        import torch
+        from transformers import Wav2Vec2FeatureExtractor
+
         located = locate_weights(WEIGHTS, weights)
         self.spec = SPEC
         self.revision = located.revision
@@ -89,6 +93,8 @@ class MertEmbedder:
     def forward(self, pieces: torch.Tensor, key: tuple[Any, ...]) -> torch.Tensor:
         """``pieces``: ``[B, 1, 720000]`` padded windows; returns ``[B, 25600]``: per window, the time-mean of
         every hidden state, layer 0 first."""
+        import torch
+
         audio = pieces[:, 0].float()
         if self.normalize:
             audio = _zero_mean_unit_variance(audio)
@@ -99,11 +105,15 @@ class MertEmbedder:
 
     def assemble(self, plan: TrackPlan, outputs: Sequence[torch.Tensor]) -> torch.Tensor:
         """``[25600, T]``: the windows' frames in time order."""
+        import torch
+
         return torch.stack(list(outputs), dim=1)
 
 
 def _hubert_config(path: Path) -> HubertConfig:
     """The snapshot's config as a ``HubertConfig``, refused where ``MERTModel`` would compute differently."""
+    from transformers import HubertConfig
+
     fields = json.loads(path.read_text())
     if fields.get("feature_extractor_cqt"):
         raise ValueError(f"{path} enables MERT's CQT features, which HubertModel lacks; mert cannot run it.")
@@ -113,6 +123,8 @@ def _hubert_config(path: Path) -> HubertConfig:
 
 
 def _load_model(directory: Path, config: HubertConfig) -> HubertModel:
+    from transformers import HubertModel
+
     model, info = HubertModel.from_pretrained(directory, config=config, output_loading_info=True)
     kinds = ("missing_keys", "unexpected_keys", "mismatched_keys")
     problems = {kind: info[kind] for kind in kinds if info[kind]}
@@ -126,6 +138,8 @@ def _load_model(directory: Path, config: HubertConfig) -> HubertModel:
 
 def _zero_mean_unit_variance(audio: torch.Tensor) -> torch.Tensor:
     """Per window, as ``Wav2Vec2FeatureExtractor`` normalises; statistics in float64."""
+    import torch
+
     wide = audio.double()
     mean = wide.mean(dim=-1, keepdim=True)
     variance = wide.var(dim=-1, unbiased=False, keepdim=True)

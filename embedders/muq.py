@@ -31,15 +31,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file
+from typing import TYPE_CHECKING, Any
 
 from embedders.audio_input import AudioInput
 from embedders.spec import NAVIDROME_SPACE, EmbedderSpec
 from embedders.weights import LocatedWeights, WeightsSpec, locate_weights
 from embedders.windows import Piece, TrackPlan, window_starts
+
+if TYPE_CHECKING:
+    import torch
 
 SAMPLE_RATE = 24_000
 WINDOW_S = 120.0
@@ -91,6 +91,9 @@ class MuqEmbedder:
     def __init__(
         self, weights: Path | None = None, *, device: str | torch.device = "cpu", precision: str = "reference"
     ) -> None:
+        import muq  # noqa: F401 -- a missing package is said before missing weights
+        import torch
+
         located = locate_weights(WEIGHTS, weights)
         self.spec = SPEC
         self.revision = located.revision
@@ -126,17 +129,23 @@ class MuqEmbedder:
 
     def forward(self, pieces: torch.Tensor, key: tuple[Any, ...]) -> torch.Tensor:
         """``pieces``: ``[B, 1, 240000]`` 10 s clips; returns their ``[B, 512]`` unit latents (float32)."""
+        import torch
+
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             return self.mulan.get_audio_latents(pieces[:, 0]).float()
 
     def assemble(self, plan: TrackPlan, outputs: Sequence[torch.Tensor]) -> torch.Tensor:
         """``[512, T]``: per window, the mean of its twelve clip latents. The silence latent goes last, so a
         padding clip's index ``-1`` picks it."""
+        import torch
+
         latents = torch.stack([*outputs, self.silence()])
         return torch.stack([latents[list(clips)].mean(dim=0) for clips in plan.layout], dim=1)
 
     def silence(self) -> torch.Tensor:
         """The latent of a 10 s clip of digital silence, computed once."""
+        import torch
+
         if self._silence is None:
             with torch.inference_mode():
                 self._silence = self.forward(torch.zeros((1, 1, self.clip), device=self.device), ())[0]
@@ -145,9 +154,9 @@ class MuqEmbedder:
 
 def _load_model(located: LocatedWeights) -> Any:
     """``MuQMuLan`` built from the located repositories, with every weight from the checkpoint."""
-    from muq import MuQMuLan
+    import muq
 
-    model = MuQMuLan(_config(located))
+    model = muq.MuQMuLan(_config(located))
     try:
         model.load_state_dict(_state_dict(located.weights_file), strict=True)
     except RuntimeError as error:
@@ -172,6 +181,9 @@ def _config(located: LocatedWeights) -> dict[str, Any]:
 
 
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+    from safetensors.torch import load_file
+
     if path.suffix == ".safetensors":
         return load_file(path)
     return torch.load(path, map_location="cpu", weights_only=True)

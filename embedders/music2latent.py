@@ -32,14 +32,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from embedders.audio_input import AudioInput
 from embedders.spec import NAVIDROME_SPACE, EmbedderSpec
 from embedders.weights import LocatedWeights, WeightsSpec, locate_weights
 from embedders.windows import Piece, TrackPlan
+
+if TYPE_CHECKING:
+    import torch
 
 SAMPLE_RATE = 44_100
 LATENT_CHANNELS = 64
@@ -89,6 +90,7 @@ class Music2LatentEmbedder:
         import music2latent.audio
         import music2latent.hparams
         import music2latent.hparams_inference
+        import torch
 
         located = locate_weights(WEIGHTS, weights)
         _check_sha256(located)
@@ -125,6 +127,8 @@ class Music2LatentEmbedder:
 
     def forward(self, pieces: torch.Tensor, key: tuple[Any, ...]) -> torch.Tensor:
         """``pieces``: ``[B, C, size]`` chunks laid out as ``key`` says; returns ``[B, C, 64, t]`` latents."""
+        import torch
+
         batch, channels, size = pieces.shape
         items = pieces.reshape(batch * channels, size).float()
         lengths, offsets = key[1:] or (size,), [0]
@@ -141,6 +145,8 @@ class Music2LatentEmbedder:
 
     def assemble(self, plan: TrackPlan, outputs: Sequence[torch.Tensor]) -> torch.Tensor:
         """``[192, T]`` in the layout's rows, from the chunks' latents joined in time."""
+        import torch
+
         latents = torch.cat(list(outputs), dim=-1)[..., : plan.frames]
         if self.layout == "mono":
             real = latents[0]
@@ -152,6 +158,8 @@ class Music2LatentEmbedder:
         return torch.cat([interleaved, magnitude], dim=0)
 
     def _autocast(self) -> torch.autocast:
+        import torch
+
         if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return torch.autocast("cuda", dtype=torch.float16, enabled=self.package_fp16 and self.device.type == "cuda")
@@ -191,6 +199,7 @@ def _check_sha256(located: LocatedWeights) -> None:
 
 def _load_encoder(located: LocatedWeights) -> torch.nn.Module:
     """The package's ``UNet`` encoder with the checkpoint's weights; every encoder weight must be in it."""
+    import torch
     from music2latent.models import UNet
 
     checkpoint = torch.load(located.weights_file, map_location="cpu", weights_only=False)

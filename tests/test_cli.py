@@ -36,8 +36,10 @@ def test_malformed_option_is_a_usage_error(tmp_path: Path) -> None:
     (["ingest", "nosuch"], "unknown dataset 'nosuch'"),
     (["ingest", "synthetic", "-o", "colour=red"], "unknown option(s) colour"),
     (["preprocess", "synthetic"], "run `musictext ingest synthetic` first"),
-    (["embed", "synthetic", "--model", "muq"], "needs the models extra"),  # (this environment has no torch)
-    (["embed", "synthetic", "--model", "muq"], "pip install -e '.[models]'"),
+    (["embed", "synthetic", "--model", "music2latent"], "needs the models extra"),  # (no music2latent here)
+    (["embed", "synthetic", "--model", "music2latent"], "pip install -e '.[models]'"),
+    # Without both the package and the weights, the missing package is said first (not a 5.2 GB download).
+    (["embed", "synthetic", "--model", "muq"], "needs the models extra"),
 ])
 def test_source_errors_exit_2_with_the_reason(prefect_server: str, tmp_path: Path, args: list[str],
                                               message: str) -> None:
@@ -45,3 +47,12 @@ def test_source_errors_exit_2_with_the_reason(prefect_server: str, tmp_path: Pat
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
     assert not (tmp_path / "manifests").exists()
+
+
+def test_an_unknown_precision_is_one_usage_error_line_without_a_traceback(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["embed", "x", "--precision", "fp8", "--root", str(tmp_path / "data")])
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    [line] = [line for line in result.output.splitlines() if "precision" in line]
+    assert "Invalid value for --precision: must be one of reference, bf16" in line
+    assert not (tmp_path / "data").exists()  # refused before any flow ran

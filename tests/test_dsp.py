@@ -4,8 +4,9 @@ import numpy as np
 import pretty_midi
 import pytest
 
+from embedders import embedder_spec
 from embedders.base import Embedder
-from embedders.dsp import FAMILIES, DspEmbedder
+from embedders.dsp import FAMILIES, RECIPE, SPEC, DspEmbedder
 from embedders.enrichment import enrich
 
 SR = DspEmbedder.sample_rate
@@ -48,6 +49,15 @@ def test_meets_the_embedder_contract(dsp):
     assert (dsp.name, dsp.channels, dsp.sample_rate) == ("dsp", 1, 22_050)
     assert dsp.frame_dim == 64 + 20 + 12 + 7 + 1 == sum(f.rows for f in FAMILIES)
     assert dsp.window_s == pytest.approx(2048 / 22_050) and dsp.hop_s == pytest.approx(512 / 22_050)
+
+
+def test_its_spec_agrees_with_the_class_and_names_its_own_space(dsp):
+    assert dsp.spec is SPEC is embedder_spec("dsp")
+    assert (SPEC.name, SPEC.frame_dim, SPEC.sample_rate) == (dsp.name, dsp.frame_dim, dsp.sample_rate)
+    assert (SPEC.window_s, SPEC.hop_s) == (dsp.window_s, dsp.hop_s)
+    assert SPEC.stored_dim == 3 * dsp.frame_dim == 312
+    assert SPEC.space == f"musictext-dsp-{RECIPE}" == "musictext-dsp-1"  # not Navidrome's space: its own
+    assert (SPEC.weights, SPEC.device, dsp.weights_sha256, dsp.precision) == (None, False, "", "reference")
 
 
 @pytest.mark.filterwarnings("ignore:n_fft=2048 is too large:UserWarning")  # 100 samples: zero-padded, fine

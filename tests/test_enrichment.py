@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import warnings
+from statistics import NormalDist
 
 import numpy as np
 import pytest
 
-from embedders.enrichment import enrich, enriched_dim
+from embedders.enrichment import ENRICHMENT, IQR_OF_UNIT_NORMAL, enrich, enriched_dim
 
 # One clip, D = 2 dimensions, T = 4 frames.
 TINY = np.array([[[1.0, 2.0, 4.0, 8.0], [3.0, 3.0, 0.0, 6.0]]], dtype=np.float32)
@@ -43,8 +44,16 @@ def test_blocks_are_mean_spread_and_mean_of_first_differences():
     vectors = enrich(frames)
 
     q25, q75 = np.percentile(frames, [25, 75], axis=-1)
-    raw = np.concatenate([frames.mean(-1), (q75 - q25) / 1.34898, np.diff(frames, axis=-1).mean(-1)], axis=-1)
+    raw = np.concatenate([frames.mean(-1), (q75 - q25) / IQR_OF_UNIT_NORMAL, np.diff(frames, axis=-1).mean(-1)],
+                         axis=-1)
     np.testing.assert_allclose(vectors, raw / np.linalg.norm(raw, axis=-1, keepdims=True), atol=1e-6)
+
+
+def test_the_spread_constant_is_the_iqr_of_a_unit_normal_to_all_its_digits():
+    # shared/navidrome.md: (q75 - q25) / 1.3489795003921634, the reference's constant
+    assert IQR_OF_UNIT_NORMAL == 1.3489795003921634
+    assert abs(IQR_OF_UNIT_NORMAL - 2 * NormalDist().inv_cdf(0.75)) < 1e-15
+    assert ENRICHMENT == "concat(mean,iqr/1.3489795003921634,mean(diff));l2"  # recorded in every shard
 
 
 def test_each_clip_is_enriched_independently_of_its_batch():

@@ -13,6 +13,7 @@ from flows.cli import app
 from flows.pipeline import pipeline
 from store.layout import DataRoot
 from store.manifest import read_manifest
+from store.shards import iter_shards
 from store.status import read_status
 
 pytestmark = pytest.mark.integration
@@ -63,6 +64,10 @@ def test_good_files_are_embedded_and_the_report_explains_every_failure(processed
     root, fixtures, summaries = processed
     embed = next(s for s in summaries if s.stage == "embed:dsp")
     assert embed.ok == sum(f.ok for f in fixtures.values()) and embed.failed == 0
+    assert root.embedded("local") == [("musictext-dsp-1", "dsp")]  # embeddings/<space>/<model>/<dataset>
+    stored = list(iter_shards(root.shard_dir("dsp", "local", "musictext-dsp-1")))
+    assert sum(len(shard.item_ids) for shard in stored) == embed.ok
+    assert all(shard.space == "musictext-dsp-1" and (shard.frames() > 0).all() for shard in stored)
     report = (root.reports_dir() / "local" / "verification.md").read_text()
     assert "undecodable" in report and "truncated" in report
     verify = next(s for s in summaries if s.stage == "verify")

@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 from kill import count_files, leftovers, run_until
 
+from embedders import embedder_spec
 from flows.pipeline import pipeline
 from store.layout import DataRoot, item_key
 from store.manifest import read_manifest
@@ -22,11 +23,12 @@ pytestmark = pytest.mark.integration
 
 ITEMS = 10
 MUSICTEXT = str(Path(sys.executable).with_name("musictext"))
+DSP_SPACE = embedder_spec("dsp").space
 
 
 def embeddings(root: DataRoot, dataset: str = "synthetic", model: str = "dsp") -> dict[str, np.ndarray]:
     vectors = {}
-    for shard in iter_shards(root.shard_dir(model, dataset)):
+    for shard in iter_shards(root.shard_dir(model, dataset, embedder_spec(model).space)):
         for item_id, vector in zip(shard.item_ids, shard.embeddings(), strict=True):
             assert item_id not in vectors, f"{item_id} embedded twice"
             vectors[item_id] = vector
@@ -53,7 +55,13 @@ def test_pipeline_leaves_every_output(reference: DataRoot) -> None:
     rows = read_manifest(reference.manifest("synthetic"))
     assert len(rows) == ITEMS
     assert all(reference.clip_path("synthetic", r.item_id).exists() for r in rows)
-    assert len(shard_paths(reference.shard_dir("dsp", "synthetic"))) == 3  # units of 4, 4, 2 items
+    shards = shard_paths(reference.shard_dir("dsp", "synthetic", DSP_SPACE))
+    assert len(shards) == 3  # units of 4, 4, 2 items
+    assert {p.relative_to(reference.path).parent for p in shards} == {Path("embeddings/musictext-dsp-1/dsp/synthetic")}
+    assert reference.embedded("synthetic") == [(DSP_SPACE, "dsp")] and reference.legacy_shard_dirs() == []
+    for shard in iter_shards(reference.shard_dir("dsp", "synthetic", DSP_SPACE)):
+        assert shard.space == DSP_SPACE and shard.attrs["precision"] == "reference"
+        assert (shard.frames() > 1).all()  # every clip is seconds long: many dsp frames each
     vectors = embeddings(reference)
     assert set(vectors) == {r.item_id for r in rows}
     assert np.allclose([np.linalg.norm(v) for v in vectors.values()], 1.0, atol=1e-4)
@@ -67,12 +75,12 @@ def test_pipeline_leaves_every_output(reference: DataRoot) -> None:
 
 def test_rerun_with_nothing_new_does_no_work(reference: DataRoot) -> None:
     clips_before = file_times(reference.clip_dir("synthetic"))
-    shards_before = shard_paths(reference.shard_dir("dsp", "synthetic"))
+    shards_before = shard_paths(reference.shard_dir("dsp", "synthetic", DSP_SPACE))
     manifest_before = reference.manifest("synthetic").stat().st_mtime_ns
     summaries = pipeline(["synthetic"], limit=ITEMS, models=["dsp"], root=str(reference.path))
     assert [s.worked for s in summaries] == [0] * len(summaries)
     assert file_times(reference.clip_dir("synthetic")) == clips_before
-    assert shard_paths(reference.shard_dir("dsp", "synthetic")) == shards_before
+    assert shard_paths(reference.shard_dir("dsp", "synthetic", DSP_SPACE)) == shards_before
     assert reference.manifest("synthetic").stat().st_mtime_ns == manifest_before
 
 
@@ -97,7 +105,7 @@ def test_killed_run_resumes_to_the_same_outputs(stage: str, reference: DataRoot,
     midway = {
         "acquire": lambda: count_files(root.raw_dir("synthetic"), "*.wav") >= 2,
         "preprocess": lambda: count_files(root.clip_dir("synthetic"), "*.flac") >= 2,
-        "embed": lambda: count_files(root.shard_dir("dsp", "synthetic"), ".shard*.tmp") >= 1,
+        "embed": lambda: count_files(root.shard_dir("dsp", "synthetic", DSP_SPACE), ".shard*.tmp") >= 1,
     }[stage]
     assert run_until(args, env, midway), f"the run finished before reaching the middle of {stage}"
 

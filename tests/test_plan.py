@@ -15,6 +15,7 @@ from store.shards import ShardAttributes, ShardWriter
 from store.status import FailureClass, StatusRecord, write_status
 
 DATASET = "demo"
+SPACE = "musictext-dsp-1"
 
 
 def rows(n: int) -> list[ManifestRow]:
@@ -82,15 +83,31 @@ def test_embed_plans_clips_without_a_vector(root: DataRoot) -> None:
     record(root, "preprocess", [StatusRecord.ok(r.item_id, "preprocess") for r in items])
     for row in items:
         clip(root, row)
-    attrs = ShardAttributes("dsp", "1", 2, "e", 22050, 0.1, 0.02, "0")
-    with ShardWriter(root.shard_dir("dsp", DATASET), attrs) as writer:
+    attrs = ShardAttributes("dsp", "1", 2, "e", 22050, 0.1, 0.02, "0", space=SPACE)
+    with ShardWriter(root.shard_dir("dsp", DATASET, SPACE), attrs) as writer:
         writer.append([items[0].item_id], np.array([[1.0, 0.0]], np.float32))
-    write_status(root.embed_status_dir("dsp", DATASET), "unit-x",
+    write_status(root.embed_status_dir("dsp", DATASET, SPACE), "unit-x",
                  [StatusRecord.failed(items[1].item_id, "embed", "zero_embedding", "flat")], "test")
-    plan = plan_embed(items, root, DATASET, "dsp", force=False)
+    plan = plan_embed(items, root, DATASET, "dsp", SPACE, force=False)
     assert (plan.done, plan.skipped, [r.item_id for r in plan.todo]) == (1, 1, ["demo:i2"])
-    assert [r.item_id for r in plan_embed(items, root, DATASET, "mert", force=False).todo] == [
+    assert [r.item_id for r in plan_embed(items, root, DATASET, "mert", "navidrome-2025.11", force=False).todo] == [
         r.item_id for r in items]
+
+
+def test_embed_counts_only_vectors_and_records_of_the_current_space(root: DataRoot) -> None:
+    items = rows(2)
+    record(root, "preprocess", [StatusRecord.ok(r.item_id, "preprocess") for r in items])
+    for row in items:
+        clip(root, row)
+    old = ShardAttributes("dsp", "1", 2, "e", 22050, 0.1, 0.02, "0")  # the layout before spaces: no space level
+    with ShardWriter(root.path / "embeddings" / "dsp" / DATASET, old) as writer:
+        writer.append([items[0].item_id], np.array([[1.0, 0.0]], np.float32))
+    with ShardWriter(root.shard_dir("dsp", DATASET, "musictext-dsp-0"), old) as writer:  # an older space
+        writer.append([items[0].item_id], np.array([[1.0, 0.0]], np.float32))
+    write_status(root.embed_status_dir("dsp", DATASET, "musictext-dsp-0"), "unit-x",
+                 [StatusRecord.failed(items[1].item_id, "embed", "zero_embedding", "flat")], "test")
+    plan = plan_embed(items, root, DATASET, "dsp", SPACE, force=False)
+    assert (plan.done, plan.skipped, [r.item_id for r in plan.todo]) == (0, 0, ["demo:i0", "demo:i1"])
 
 
 def test_verify_rechecks_changed_clips(root: DataRoot) -> None:

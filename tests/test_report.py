@@ -21,12 +21,17 @@ from verification.report import (
     dataset_report,
     stage_summary,
     status_counts,
+    target_label,
     write_report,
 )
-from verification.shards import check_shards
+from verification.shards import check_shards, old_space_problems
 
 DATASET = "demo"
 MODEL = "dsp"
+SPACE = "musictext-dsp-1"
+TARGET = (SPACE, MODEL)
+LABEL = f"{SPACE}/{MODEL}"
+MERT = ("navidrome-2025.11", "mert")
 RATE = 44_100
 DIM = 8
 TRANSIENT = FailureClass.TRANSIENT
@@ -59,8 +64,8 @@ class Demo:
                                       sample_rate=RATE, min_s=1.0, silence_dbfs=-60.0)
         ]
         manifest_ids = {row.item_id for row in ROWS}
-        shard_dir = self.root.shard_dir(MODEL, DATASET)
-        shards = {MODEL: check_shards(shard_dir, manifest_ids=manifest_ids, dim=DIM)}
+        shard_dir = self.root.shard_dir(MODEL, DATASET, SPACE)
+        shards = {LABEL: check_shards(shard_dir, manifest_ids=manifest_ids, dim=DIM, space=SPACE)}
         return Checks(clips_checked=len(clips), clip_problems=problems, shards=shards)
 
 
@@ -89,9 +94,9 @@ def write_clip(root: DataRoot, name: str, seconds: float) -> None:
 
 def write_embeddings(root: DataRoot, names: list[str]) -> None:
     attrs = ShardAttributes(model=MODEL, model_revision="1", dim=DIM, enrichment="mean-iqr-diff",
-                            sample_rate=22_050, window_s=1.0, hop_s=0.5, musictext_version="test")
+                            sample_rate=22_050, window_s=1.0, hop_s=0.5, musictext_version="test", space=SPACE)
     rows = np.random.default_rng(0).normal(size=(len(names), DIM)).astype(np.float32)
-    with ShardWriter(root.shard_dir(MODEL, DATASET), attrs) as writer:
+    with ShardWriter(root.shard_dir(MODEL, DATASET, SPACE), attrs) as writer:
         writer.append([item(name) for name in names], rows / np.linalg.norm(rows, axis=1, keepdims=True))
 
 
@@ -113,7 +118,7 @@ def demo(tmp_path: Path) -> Demo:
     for name, seconds in [("a", 2.0), ("b", 2.0), ("f", 3.0)]:
         write_clip(root, name, seconds)
     write_embeddings(root, ["a", "b"])
-    record_unit(root.embed_status_dir(MODEL, DATASET), [
+    record_unit(root.embed_status_dir(MODEL, DATASET, SPACE), [
         StatusRecord.ok(item("a"), "embed"), StatusRecord.ok(item("b"), "embed"),
         StatusRecord.failed(item("f"), "embed", "out_of_memory", "f: GPU ran out of memory",
                             failure_class=TRANSIENT),
@@ -127,7 +132,7 @@ def stages_by_label(report) -> dict:
 
 
 def test_counts_hours_and_reasons(demo: Demo) -> None:
-    report = dataset_report(demo.root, DATASET, models=[MODEL], checks=demo.checks())
+    report = dataset_report(demo.root, DATASET, targets=[TARGET], checks=demo.checks())
     assert report.items == 13
     assert report.items_without_duration == len(GONE) + 1  # d and g1..g7: no span and no clip
     assert report.hours == round((10 + 2 + 30 + 5 + 3) / 3600, 6)
@@ -136,12 +141,12 @@ def test_counts_hours_and_reasons(demo: Demo) -> None:
         "catalog": (13, 0, 0),
         "acquire": (4, 9, 0),
         "preprocess": (3, 1, 9),
-        f"embed ({MODEL})": (2, 1, 10),
+        f"embed ({LABEL})": (2, 1, 10),
         "verify": (2, 0, 11),
     }
     stages = stages_by_label(report)
     assert stages["preprocess"].hours_ok == round((10 + 2 + 3) / 3600, 6)
-    assert stages[f"embed ({MODEL})"].hours_ok == round(12 / 3600, 6)
+    assert stages[f"embed ({LABEL})"].hours_ok == round(12 / 3600, 6)
 
     unavailable, busy = stages["acquire"].failures
     assert (unavailable.reason, unavailable.count) == ("video_unavailable", 8)
@@ -149,13 +154,13 @@ def test_counts_hours_and_reasons(demo: Demo) -> None:
     assert len(unavailable.examples) == EXAMPLES_PER_REASON
     assert (busy.reason, busy.count, busy.classes) == ("http_503", 1, {"transient": 1})
     assert busy.examples[0].item_id == item("d") and busy.examples[0].detail == "d: server busy"
-    assert [(g.reason, g.classes) for g in stages[f"embed ({MODEL})"].failures] == [
+    assert [(g.reason, g.classes) for g in stages[f"embed ({LABEL})"].failures] == [
         ("out_of_memory", {"transient": 1})
     ]
 
 
 def test_explained_failures_give_an_ok_verdict(demo: Demo) -> None:
-    report = dataset_report(demo.root, DATASET, models=[MODEL], checks=demo.checks())
+    report = dataset_report(demo.root, DATASET, targets=[TARGET], checks=demo.checks())
     assert [(c.name, c.checked, c.problems) for c in report.checks] == [("clips", 3, 0), ("shards", 2, 0)]
     assert report.stalled == []
     assert report.verdict == "ok"
@@ -163,7 +168,7 @@ def test_explained_failures_give_an_ok_verdict(demo: Demo) -> None:
 
 def test_item_without_output_or_record_flips_the_verdict(demo: Demo) -> None:
     write_manifest(demo.root.manifest(DATASET), [*ROWS, ManifestRow(item("h"), DATASET, "src/h")])
-    report = dataset_report(demo.root, DATASET, models=[MODEL], checks=demo.checks())
+    report = dataset_report(demo.root, DATASET, targets=[TARGET], checks=demo.checks())
     assert report.verdict == "unexplained_failures"
     assert [(s.stage, s.model, s.count, s.examples) for s in report.stalled] == [
         ("acquire", None, 1, [item("h")])
@@ -173,29 +178,29 @@ def test_item_without_output_or_record_flips_the_verdict(demo: Demo) -> None:
 
 def test_stalled_item_counts_once_with_several_models(demo: Demo) -> None:
     write_manifest(demo.root.manifest(DATASET), [*ROWS, ManifestRow(item("h"), DATASET, "src/h")])
-    report = dataset_report(demo.root, DATASET, models=[MODEL, "mert"], checks=demo.checks())
+    report = dataset_report(demo.root, DATASET, targets=[TARGET, MERT], checks=demo.checks())
     stalled = {s.label: s.examples for s in report.stalled}
-    assert stalled == {"acquire": [item("h")], "embed (mert)": [item("a"), item("b"), item("f")]}
+    assert stalled == {"acquire": [item("h")], "embed (navidrome-2025.11/mert)": [item("a"), item("b"), item("f")]}
 
 
 def test_clip_without_embed_record_stalls_at_embed(demo: Demo) -> None:
     write_clip(demo.root, "e", 2.0)
-    report = dataset_report(demo.root, DATASET, models=[MODEL], checks=demo.checks())
-    assert [(s.label, s.examples) for s in report.stalled] == [(f"embed ({MODEL})", [item("e")])]
+    report = dataset_report(demo.root, DATASET, targets=[TARGET], checks=demo.checks())
+    assert [(s.label, s.examples) for s in report.stalled] == [(f"embed ({LABEL})", [item("e")])]
     assert report.verdict == "unexplained_failures"
 
 
 def test_shard_rows_outside_the_manifest_are_not_counted_as_done(demo: Demo) -> None:
     write_embeddings(demo.root, ["zz"])
-    report = dataset_report(demo.root, DATASET, models=[MODEL], checks=demo.checks())
-    assert stages_by_label(report)[f"embed ({MODEL})"].ok == 2
+    report = dataset_report(demo.root, DATASET, targets=[TARGET], checks=demo.checks())
+    assert stages_by_label(report)[f"embed ({LABEL})"].ok == 2
     shards = report.checks[1]
     assert [(g.reason, g.examples[0].item_id) for g in shards.reasons] == [("unknown_id", item("zz"))]
     assert report.verdict == "unexplained_failures"
 
 
 def test_without_models_the_pipeline_ends_at_preprocess(demo: Demo) -> None:
-    report = dataset_report(demo.root, DATASET, models=[], checks=Checks())
+    report = dataset_report(demo.root, DATASET, targets=[], checks=Checks())
     assert report.verdict == "ok"
     assert [s.label for s in report.stages] == ["catalog", "acquire", "preprocess", "verify"]
 
@@ -203,7 +208,7 @@ def test_without_models_the_pipeline_ends_at_preprocess(demo: Demo) -> None:
 def test_verification_problem_flips_the_verdict(demo: Demo) -> None:
     clip = demo.root.clip_path(DATASET, item("b"))
     sf.write(clip, np.zeros(2 * RATE), RATE, subtype="PCM_16", format="FLAC")
-    report = dataset_report(demo.root, DATASET, models=[MODEL], checks=demo.checks())
+    report = dataset_report(demo.root, DATASET, targets=[TARGET], checks=demo.checks())
     assert report.verdict == "unexplained_failures"
     clips = report.checks[0]
     assert (clips.problems, [(g.reason, g.count) for g in clips.reasons]) == (1, [("silent", 1)])
@@ -212,7 +217,7 @@ def test_verification_problem_flips_the_verdict(demo: Demo) -> None:
 
 def test_dataset_without_manifest(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="musictext ingest other"):
-        dataset_report(DataRoot(tmp_path), "other", models=[], checks=Checks())
+        dataset_report(DataRoot(tmp_path), "other", targets=[], checks=Checks())
 
 
 def test_catalog_rejections_count_as_failures() -> None:
@@ -229,7 +234,7 @@ def test_ok_record_without_output_is_pending() -> None:
 
 
 def test_written_json_and_markdown(demo: Demo) -> None:
-    report = dataset_report(demo.root, DATASET, models=[MODEL], checks=demo.checks())
+    report = dataset_report(demo.root, DATASET, targets=[TARGET], checks=demo.checks())
     json_path, markdown_path = write_report(demo.root, report)
     assert json_path == demo.root.path / "reports" / DATASET / "verification.json"
     assert markdown_path == json_path.with_suffix(".md")
@@ -249,15 +254,17 @@ def test_written_json_and_markdown(demo: Demo) -> None:
     assert "| preprocess | 3 | 1 | 9 | 0:00:15 |" in markdown
     assert "| acquire | 4 | 9 | 0 |" in markdown
     assert "| acquire | `video_unavailable` | 8 | 8 | 0 |" in markdown
-    assert "| embed (dsp) | `out_of_memory` | 1 | 0 | 1 |" in markdown
+    assert f"| embed ({LABEL}) | `out_of_memory` | 1 | 0 | 1 |" in markdown
+    assert f"| shards ({LABEL}) | 2 rows in 1 shard(s); revision 1, dim {DIM} | 0 |" in markdown
     assert "removed \\| private" in markdown
-    assert str(demo.root.shard_dir(MODEL, DATASET)) in markdown
+    assert str(demo.root.shard_dir(MODEL, DATASET, SPACE)) in markdown
+    assert data["paths"][f"embeddings/{LABEL}"] == str(demo.root.path / "embeddings" / SPACE / MODEL / DATASET)
 
 
 def test_markdown_lists_stalled_items_and_problems(demo: Demo) -> None:
     write_manifest(demo.root.manifest(DATASET), [*ROWS, ManifestRow(item("h"), DATASET, "src/h")])
     demo.root.clip_path(DATASET, item("a")).unlink()
-    report = dataset_report(demo.root, DATASET, models=[MODEL], checks=demo.checks())
+    report = dataset_report(demo.root, DATASET, targets=[TARGET], checks=demo.checks())
     markdown = write_report(demo.root, report)[1].read_text()
     assert "1 stalled item(s) without a record, 1 verification problem(s)" in markdown
     assert "Verdict: **unexplained failures**" in markdown
@@ -266,7 +273,7 @@ def test_markdown_lists_stalled_items_and_problems(demo: Demo) -> None:
 
 
 def test_status_counts(demo: Demo) -> None:
-    record_unit(demo.root.embed_status_dir("mert", DATASET), [
+    record_unit(demo.root.embed_status_dir("mert", DATASET, MERT[0]), [
         StatusRecord.failed(item("a"), "embed", "missing_weights", "download the MERT weights first"),
     ])
     rows = status_counts(demo.root)
@@ -275,10 +282,35 @@ def test_status_counts(demo: Demo) -> None:
         ("catalog", None): (13, 0, 0),
         ("acquire", None): (4, 9, 0),
         ("preprocess", None): (3, 1, 9),
-        (f"embed ({MODEL})", MODEL): (2, 1, 10),
-        ("embed (mert)", "mert"): (0, 1, 12),
+        (f"embed ({LABEL})", LABEL): (2, 1, 10),
+        ("embed (navidrome-2025.11/mert)", "navidrome-2025.11/mert"): (0, 1, 12),
         ("verify", None): (2, 0, 11),
     }
     assert {c["dataset"] for c in rows} == {DATASET}
     reasons = {(c["stage"], reason): n for c in rows for reason, n in c["reasons"].items()}
-    assert reasons[("embed (mert)", "missing_weights")] == 1
+    assert reasons[("embed (navidrome-2025.11/mert)", "missing_weights")] == 1
+
+
+def test_target_labels_name_space_and_model() -> None:
+    assert target_label(TARGET) == LABEL == "musictext-dsp-1/dsp"
+
+
+def test_old_space_shards_are_a_check_of_their_own_and_flip_the_verdict(demo: Demo) -> None:
+    legacy = demo.root.path / "embeddings" / MODEL / DATASET
+    attrs = ShardAttributes(model=MODEL, model_revision="1", dim=DIM, enrichment="mean-iqr-diff",
+                            sample_rate=22_050, window_s=1.0, hop_s=0.5, musictext_version="old")
+    with ShardWriter(legacy, attrs) as writer:
+        writer.append([item("a")], np.eye(1, DIM, dtype=np.float32))
+    assert demo.root.legacy_shard_dirs(DATASET) == [legacy]
+    checks = demo.checks()
+    checks.old_spaces = old_space_problems(demo.root.legacy_shard_dirs(DATASET), {MODEL: SPACE})
+
+    report = dataset_report(demo.root, DATASET, targets=[TARGET], checks=checks)
+
+    assert [(c.name, c.model, c.checked, c.problems) for c in report.checks] == [
+        ("clips", None, 3, 0), ("shards", LABEL, 2, 0), ("old-space shards", None, 1, 1)]
+    assert report.verdict == "unexplained_failures"
+    assert stages_by_label(report)[f"embed ({LABEL})"].ok == 2  # the old shard counts for nothing
+    markdown = write_report(demo.root, report)[1].read_text()
+    assert "| old-space shards | 1 directory | 1 |" in markdown
+    assert f"`musictext embed {DATASET} --model {MODEL}`" in markdown

@@ -18,8 +18,9 @@ from store.settings import load_settings
 from store.shards import ShardAttributes, ShardWriter, embedded_ids, open_shard, shard_paths
 from store.status import FailureClass, StatusRecord, read_status, write_status
 
+SPACE = "musictext-dsp-1"
 ATTRS = ShardAttributes(model="dsp", model_revision="r1", dim=4, enrichment="e", sample_rate=22050,
-                        window_s=0.09, hop_s=0.02, musictext_version="0.1.0")
+                        window_s=0.09, hop_s=0.02, musictext_version="0.1.0", space=SPACE)
 
 
 def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,7 +121,7 @@ def test_status_latest_record_wins(tmp_path: Path) -> None:
 def test_shard_writer_publishes_complete_shards_in_order(tmp_path: Path) -> None:
     vectors = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
     with ShardWriter(tmp_path, ATTRS, chunk_rows=2) as writer:
-        writer.append(["d:a", "d:b"], vectors[:2])
+        writer.append(["d:a", "d:b"], vectors[:2], [3, 1])
         writer.append(["d:c", "d:d", "d:e"], vectors[2:])
     with ShardWriter(tmp_path, ATTRS) as second:
         second.append(["d:f"], vectors[:1])
@@ -129,14 +130,19 @@ def test_shard_writer_publishes_complete_shards_in_order(tmp_path: Path) -> None
     assert shard.item_ids == ["d:a", "d:b", "d:c", "d:d", "d:e"]
     np.testing.assert_array_equal(shard.embeddings(), vectors)
     assert shard.attrs["model"] == "dsp" and shard.attrs["dim"] == 4 and shard.attrs["created_at"]
+    assert shard.space == SPACE and shard.attrs["space"] == SPACE
+    np.testing.assert_array_equal(shard.frames(), [3, 1, -1, -1, -1])  # -1: frame count not given
     with h5py.File(writer.path) as handle:
         assert handle["embedding"].chunks == (2, 4)
+        assert handle["frames"].dtype == np.int32
     assert embedded_ids(tmp_path) == {"d:a", "d:b", "d:c", "d:d", "d:e", "d:f"}
 
 
 def test_shard_writer_discards_on_error_and_when_empty(tmp_path: Path) -> None:
     with pytest.raises(ValueError), ShardWriter(tmp_path, ATTRS) as writer:
         writer.append(["d:a"], np.zeros((1, 3), np.float32))
+    with pytest.raises(ValueError, match="frame counts"), ShardWriter(tmp_path, ATTRS) as writer:
+        writer.append(["d:a", "d:b"], np.zeros((2, 4), np.float32), [1])
     with ShardWriter(tmp_path, ATTRS):
         pass
     assert list(tmp_path.iterdir()) == []
@@ -156,4 +162,36 @@ def test_data_root_paths(tmp_path: Path) -> None:
     assert root.clip_path("local", "local:dir/a.wav@30") == tmp_path / "clips/local/dir%2Fa.wav@30.flac"
     with pytest.raises(ValueError, match="unknown stage"):
         root.status_dir("train", "x")
-    assert os.fspath(root.shard_dir("dsp", "x")).endswith("embeddings/dsp/x")
+    assert os.fspath(root.shard_dir("dsp", "x", SPACE)).endswith(f"embeddings/{SPACE}/dsp/x")
+    assert root.embed_status_dir("dsp", "x", SPACE) == tmp_path / "status/embed/x" / SPACE / "dsp"
+
+
+def test_a_shard_written_before_spaces_has_no_space_and_unknown_frames(tmp_path: Path) -> None:
+    path = tmp_path / "shard-00000.h5"
+    with h5py.File(path, "w") as handle:  # what the code before spaces wrote: no space attribute, no frames
+        handle.create_dataset("item_id", data=["d:a", "d:b"], dtype=h5py.string_dtype())
+        handle.create_dataset("embedding", data=np.eye(2, 4, dtype=np.float32))
+        handle.attrs["model"] = "dsp"
+    shard = open_shard(path)
+    assert shard.space == ""
+    np.testing.assert_array_equal(shard.frames(), [-1, -1])
+
+
+def test_embedded_lists_space_and_model_pairs_and_legacy_dirs_the_layout_before_spaces(tmp_path: Path) -> None:
+    root = DataRoot(tmp_path)
+    for directory in (root.shard_dir("dsp", "x", SPACE), root.shard_dir("mert", "x", "navidrome-2025.11"),
+                      root.shard_dir("dsp", "y", SPACE)):
+        with ShardWriter(directory, ATTRS) as writer:
+            writer.append(["x:a"], np.ones((1, 4), np.float32))
+    write_status(root.embed_status_dir("muq", "x", "navidrome-2025.11"), "unit-1",
+                 [StatusRecord.failed("x:a", "embed", "too_short_clip", "short")], "test")
+    root.shard_dir("music2latent", "x", "navidrome-2025.11").mkdir(parents=True)  # empty: not embedded
+    legacy = tmp_path / "embeddings" / "dsp" / "x"
+    with ShardWriter(legacy, ATTRS) as writer:
+        writer.append(["x:a"], np.ones((1, 4), np.float32))
+    assert root.embedded("x") == [("musictext-dsp-1", "dsp"), ("navidrome-2025.11", "mert"),
+                                  ("navidrome-2025.11", "muq")]
+    assert root.embedded("z") == []
+    assert root.legacy_shard_dirs("x") == [legacy]
+    assert root.legacy_shard_dirs() == [legacy]
+    assert root.legacy_shard_dirs("y") == []

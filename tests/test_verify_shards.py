@@ -10,14 +10,17 @@ import numpy as np
 import pytest
 
 import verification.shards
-from embedders.weights import MERT
+from embedders import embedder_spec
+from embedders.mert import WEIGHTS as MERT
+from embedders.spec import NAVIDROME_SPACE
 from store.shards import ShardAttributes, ShardWriter
-from verification.shards import check_model_shards, check_shards
+from verification.shards import Expected, check_model_shards, check_shards, old_space_problems
 
 DIM = 8
+SPACE = "musictext-dsp-1"
 ATTRS = ShardAttributes(
     model="dsp", model_revision="1", dim=DIM, enrichment="mean-iqr-diff", sample_rate=22_050,
-    window_s=1.0, hop_s=0.5, musictext_version="0.1.0",
+    window_s=1.0, hop_s=0.5, musictext_version="0.1.0", space=SPACE,
 )
 
 
@@ -59,7 +62,13 @@ def full_attrs(**changes: object) -> dict[str, object]:
 
 @pytest.fixture
 def directory(tmp_path: Path) -> Path:
-    return tmp_path / "embeddings" / "dsp" / "demo"
+    return tmp_path / "embeddings" / SPACE / "dsp" / "demo"
+
+
+def expected_of(model: str) -> Expected:
+    """What the verify flow expects of ``model``'s shards, read from its spec."""
+    spec = embedder_spec(model)
+    return Expected(spec.space, spec.stored_dim, spec.weights.revision if spec.weights else None)
 
 
 def reasons(check: verification.shards.ShardCheck) -> list[str]:
@@ -97,14 +106,55 @@ def test_dim_other_than_expected(directory: Path) -> None:
     ("mert", "local", []),  # other weights (a smaller variant given with --weights): consistency only
 ])
 def test_the_architecture_width_binds_the_pinned_weights_only(
-    directory: Path, model: str, revision: str, problems: list[str]
+    tmp_path: Path, model: str, revision: str, problems: list[str]
 ) -> None:
-    attrs = ShardAttributes(**{**asdict(ATTRS), "model": model, "model_revision": revision})
+    space = embedder_spec(model).space
+    directory = tmp_path / "embeddings" / space / model / "demo"
+    attrs = ShardAttributes(**{**asdict(ATTRS), "model": model, "model_revision": revision, "space": space})
     with ShardWriter(directory, attrs) as writer:
         writer.append(ids(0, 1), unit_rows(2))
-    check = check_model_shards(directory, model, manifest_ids=set(ids(0, 1)))
+    check = check_model_shards(directory, expected_of(model), manifest_ids=set(ids(0, 1)))
     assert reasons(check) == problems
     assert not problems or f"have {DIM} columns, but {model} gives" in check.problems[0].detail
+
+
+def test_without_a_width_only_the_space_and_consistency_bind(directory: Path) -> None:
+    write_shard(directory, ids(0, 1), unit_rows(2))
+    assert check_model_shards(directory, Expected(SPACE), manifest_ids=set(ids(0, 1))).problems == []
+
+
+def test_a_shard_of_another_space_in_a_space_directory_is_wrong_space(directory: Path) -> None:
+    write_shard(directory, ids(0), unit_rows(1))
+    other = ShardAttributes(**{**asdict(ATTRS), "space": NAVIDROME_SPACE})
+    with ShardWriter(directory, other) as writer:
+        writer.append(ids(1), unit_rows(1, seed=1))
+    craft_shard(directory / "shard-00002.h5", ids(2), unit_rows(1, seed=2),
+                {k: v for k, v in full_attrs().items() if k != "space"})  # written before spaces existed
+
+    check = check_model_shards(directory, Expected(SPACE, DIM), manifest_ids=set(ids(0, 1, 2)))
+
+    assert found(check) == [(None, "wrong_space"), (None, "missing_attribute"), (None, "wrong_space")]
+    first, _, last = (problem.detail for problem in check.problems)
+    assert "shard-00001.h5" in first and f"names the space {NAVIDROME_SPACE}, not {SPACE}" in first
+    assert "shard-00002.h5" in last and "names the space (none)" in last
+    assert "re-run embedding" in first
+    assert reasons(check_shards(directory, manifest_ids=set(ids(0, 1, 2)))) == ["missing_attribute"]  # no space
+
+
+def test_old_layout_directories_are_old_space_with_the_command_that_re_embeds(tmp_path: Path) -> None:
+    legacy = tmp_path / "embeddings" / "dsp" / "demo"
+    craft_shard(legacy / "shard-00000.h5", ids(0), unit_rows(1), {k: v for k, v in full_attrs().items()
+                                                                  if k != "space"})
+    gone = tmp_path / "embeddings" / "clap" / "demo"
+    craft_shard(gone / "shard-00000.h5", ids(0), unit_rows(1), full_attrs(model="clap", space="clap-1"))
+
+    problems = old_space_problems([legacy, gone], {"dsp": SPACE, "mert": NAVIDROME_SPACE})
+
+    assert [(p.item_id, p.reason) for p in problems] == [(None, "old_space"), (None, "old_space")]
+    assert str(legacy) in problems[0].detail and "space none" in problems[0].detail
+    assert "`musictext embed demo --model dsp`" in problems[0].detail
+    assert f"embeddings/{SPACE}/dsp/demo/" in problems[0].detail
+    assert "clap is no longer an embedder here" in problems[1].detail and "space clap-1" in problems[1].detail
 
 
 def test_dim_attribute_disagrees_with_columns(directory: Path) -> None:

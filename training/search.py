@@ -35,8 +35,10 @@ def model_shard_dirs(
 ) -> list[Path]:
     """The shard directories of ``model`` in ``space``: every dataset it has embedded, or only ``datasets``."""
     base = root.path / "embeddings" / space / model
+    if not base.is_dir():
+        return []
     names = datasets if datasets is not None else sorted(p.name for p in base.iterdir() if p.is_dir())
-    return [root.shard_dir(model, name, space) for name in names] if base.exists() else []
+    return [root.shard_dir(model, name, space) for name in names]
 
 
 def _sort_key(hit: Hit) -> tuple[float, str, str, int]:

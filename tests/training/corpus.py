@@ -16,6 +16,10 @@ Three datasets, shaped like the real sources:
 
 Two rows of ``captioned`` have no vector (``NO_VECTOR``) and one row of ``tagged`` has no text (``NO_TEXT``).
 With ``official_splits=False`` no row has a split or flag, so every group is hashed.
+
+The shards are ``dsp``'s (``MODEL``), in ``dsp``'s space (``SPACE``) and where the embed flow puts them
+(``embeddings/<space>/<model>/<dataset>``), so the train flow and search, which look the model's space up in
+its spec, take them; their vectors are only ``DIM`` wide, which nothing in training checks against ``dsp``.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
+from embedders import embedder_spec
 from embedders.enrichment import ENRICHMENT, enrich
 from store.layout import DataRoot
 from store.manifest import ManifestRow, write_manifest
 from store.shards import ShardAttributes, ShardWriter
 
-MODEL = "toy"
+MODEL = "dsp"
+SPACE = embedder_spec(MODEL).space
 FRAME_DIM = 16
 DIM = 3 * FRAME_DIM
 DATASETS = ("captioned", "tagged", "bench")
@@ -139,9 +145,10 @@ def _bench_rows(tracks: list[Track], official: bool) -> list[tuple[ManifestRow, 
 
 def _write_shards(root: DataRoot, dataset: str, vectors: dict[str, np.ndarray]) -> None:
     """Two shards for ``captioned`` (reads must cross shards), one for the others."""
-    attrs = ShardAttributes(MODEL, "1", DIM, ENRICHMENT, 22050, 1.0, 0.25, "0")
+    attrs = ShardAttributes(MODEL, "1", DIM, ENRICHMENT, 22050, 1.0, 0.25, "0", space=SPACE)
     ids = list(vectors)
     parts = [ids[: len(ids) // 2], ids[len(ids) // 2:]] if dataset == "captioned" else [ids]
     for part in parts:
-        with ShardWriter(root.shard_dir(MODEL, dataset), attrs) as writer:
-            writer.append(part, np.stack([vectors[item_id] for item_id in part]).astype(np.float32))
+        with ShardWriter(root.shard_dir(MODEL, dataset, SPACE), attrs) as writer:
+            writer.append(part, np.stack([vectors[item_id] for item_id in part]).astype(np.float32),
+                          [3 * FRAMES_PER_WORD] * len(part))

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from corpus import DATASETS, MIXED_SPLIT_GROUP, MODEL, NO_TEXT, NO_VECTOR, Corpus, build_corpus
+from corpus import DATASETS, MIXED_SPLIT_GROUP, MODEL, NO_TEXT, NO_VECTOR, SPACE, Corpus, build_corpus
 
 from store.manifest import ManifestRow
-from store.shards import iter_shards
+from store.shards import ShardAttributes, ShardWriter, iter_shards, open_shard, shard_paths
 from training.data import (
     EpochBatches,
     PairDataset,
@@ -23,6 +23,7 @@ from training.data import (
     official_split,
     pair_loader,
     tags_sentence,
+    vector_locations,
 )
 
 
@@ -33,7 +34,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
 
 @pytest.fixture(scope="module")
 def splits(corpus: Corpus) -> Splits:
-    return load_splits(corpus.root, DATASETS, MODEL, seed=3)
+    return load_splits(corpus.root, DATASETS, MODEL, SPACE, seed=3)
 
 
 def _row(**fields: object) -> ManifestRow:
@@ -131,11 +132,11 @@ def test_rows_without_a_vector_or_text_are_left_out_and_counted(splits: Splits) 
 
 
 def test_splits_are_deterministic_and_hashed_groups_depend_on_the_seed(corpus: Corpus, splits: Splits) -> None:
-    again = load_splits(corpus.root, DATASETS, MODEL, seed=3)
+    again = load_splits(corpus.root, DATASETS, MODEL, SPACE, seed=3)
     assert again == splits
     tagged = [row.item_id for row in corpus.rows["tagged"] if row.item_id != NO_TEXT]
     by_seed = [
-        [_splits_of(load_splits(corpus.root, ["tagged"], MODEL, seed=seed, fractions=(0.5, 0.5, 0)))[item_id]
+        [_splits_of(load_splits(corpus.root, ["tagged"], MODEL, SPACE, seed=seed, fractions=(0.5, 0.5, 0)))[item_id]
          for item_id in tagged]
         for seed in (0, 1, 2)
     ]
@@ -154,7 +155,7 @@ def test_pairs_hold_the_stored_vectors_across_shards(corpus: Corpus, splits: Spl
     stored = {
         item_id: vector
         for dataset in DATASETS
-        for shard in iter_shards(corpus.root.shard_dir(MODEL, dataset))
+        for shard in iter_shards(corpus.root.shard_dir(MODEL, dataset, SPACE))
         for item_id, vector in zip(shard.item_ids, shard.embeddings(), strict=True)
     }
     dataset = PairDataset(splits.train)
@@ -205,9 +206,60 @@ def test_epoch_batches_are_full_seeded_and_resume_mid_epoch() -> None:
 
 
 def test_missing_embeddings_and_manifests_say_what_to_run(corpus: Corpus, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="run the embed stage"):
-        load_splits(corpus.root, ["tagged"], "other-model")
+    with pytest.raises(FileNotFoundError, match="run `musictext embed tagged --model other-model` first$"):
+        load_splits(corpus.root, ["tagged"], "other-model", SPACE)
+    with pytest.raises(FileNotFoundError, match=f"no {MODEL} embeddings in space space-2 for tagged"):
+        load_splits(corpus.root, ["tagged"], MODEL, "space-2")
     with pytest.raises(FileNotFoundError, match="run its catalog"):
-        load_splits(corpus.root, ["nowhere"], MODEL)
+        load_splits(corpus.root, ["nowhere"], MODEL, SPACE)
     with pytest.raises(ValueError, match="summing to 1"):
-        load_splits(corpus.root, ["tagged"], MODEL, fractions=(0.5, 0.2, 0.2))
+        load_splits(corpus.root, ["tagged"], MODEL, SPACE, fractions=(0.5, 0.2, 0.2))
+
+
+def test_vector_locations_hold_every_stored_row_of_the_space(corpus: Corpus) -> None:
+    locations, dim = vector_locations(corpus.root, MODEL, "tagged", SPACE)
+    [path] = shard_paths(corpus.root.shard_dir(MODEL, "tagged", SPACE))
+    assert dim == 48 and open_shard(path).space == SPACE
+    assert locations == {item_id: (path, row) for row, item_id in enumerate(open_shard(path).item_ids)}
+
+
+def _own_corpus(tmp_path: Path) -> Corpus:
+    """A corpus of its own, for tests that put shards where they do not belong."""
+    return build_corpus(tmp_path / "corpus", tracks=8)
+
+
+def test_a_shard_of_another_space_among_the_spaces_shards_is_refused_by_name(tmp_path: Path) -> None:
+    corpus = _own_corpus(tmp_path)
+    attrs = ShardAttributes(MODEL, "1", 48, "e", 22050, 1.0, 0.25, "0", space="navidrome-2025.11")
+    with ShardWriter(corpus.root.shard_dir(MODEL, "tagged", SPACE), attrs) as writer:
+        writer.append(["tagged:s000@0"], np.eye(1, 48, dtype=np.float32))
+    stray = writer.path
+    message = f"shard {stray} holds vectors of space navidrome-2025.11, not {SPACE}"
+    with pytest.raises(ValueError, match=message):
+        vector_locations(corpus.root, MODEL, "tagged", SPACE)
+    with pytest.raises(ValueError, match=message):
+        load_splits(corpus.root, DATASETS, MODEL, SPACE)
+    load_splits(corpus.root, ["captioned", "bench"], MODEL, SPACE)  # the other datasets are still fine
+
+
+def test_a_shard_without_a_space_is_refused_too(tmp_path: Path) -> None:
+    corpus = _own_corpus(tmp_path)
+    attrs = ShardAttributes(MODEL, "1", 48, "e", 22050, 1.0, 0.25, "0")  # written before spaces existed
+    with ShardWriter(corpus.root.shard_dir(MODEL, "bench", SPACE), attrs) as writer:
+        writer.append(["bench:b000"], np.eye(1, 48, dtype=np.float32))
+    with pytest.raises(ValueError, match=rf"shard {writer.path} holds vectors of space \(none\), not {SPACE}"):
+        load_splits(corpus.root, ["bench"], MODEL, SPACE)
+
+
+def test_shards_only_in_the_layout_before_spaces_give_a_hint_about_the_older_space(tmp_path: Path) -> None:
+    corpus = _own_corpus(tmp_path)
+    current = corpus.root.shard_dir(MODEL, "tagged", SPACE)
+    legacy = corpus.root.path / "embeddings" / MODEL / "tagged"
+    legacy.parent.mkdir(parents=True)
+    current.rename(legacy)  # as the code before spaces left them: embeddings/<model>/<dataset>
+    with pytest.raises(FileNotFoundError) as refused:
+        load_splits(corpus.root, ["tagged"], MODEL, SPACE)
+    message = str(refused.value)
+    assert f"no {MODEL} embeddings in space {SPACE} for tagged under {current}" in message
+    assert f"`musictext embed tagged --model {MODEL}`" in message
+    assert f"the shards under {legacy} are of an older space and are not used" in message

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from corpus import DATASETS, DIM, MODEL, Corpus, build_corpus
+from corpus import DATASETS, DIM, MODEL, SPACE, Corpus, build_corpus
 from safetensors.torch import load_file
 
 from embedders.enrichment import enrich
@@ -44,7 +44,8 @@ def pooled() -> TextEmbedder:
 
 def _config(run_id: str = "run", **overrides: Any) -> TrainConfig:
     settings: dict[str, Any] = {
-        "model": MODEL, "datasets": DATASETS, "run_id": run_id, "head": "pooled", "freeze_encoder": True,
+        "model": MODEL, "space": SPACE, "datasets": DATASETS, "run_id": run_id, "head": "pooled",
+        "freeze_encoder": True,
         "batch_size": 16, "lr": 3e-3, "warmup_steps": 3, "max_steps": 20, "eval_every": 10,
         "checkpoint_every": 10, "patience": None, "fractions": FRACTIONS, "max_length": 32, "device": "cpu",
     }
@@ -162,7 +163,7 @@ def test_config_errors_name_the_setting(overrides: dict[str, Any], message: str)
 
 
 def test_short_training_beats_the_untrained_baseline_and_chance(corpus: Corpus, pooled: TextEmbedder) -> None:
-    splits = load_splits(corpus.root, DATASETS, MODEL, fractions=FRACTIONS, seed=0)
+    splits = load_splits(corpus.root, DATASETS, MODEL, SPACE, fractions=FRACTIONS, seed=0)
     validation = validation_set(splits.val)
     candidates = len(validation.texts)
     chance = 10 / candidates
