@@ -11,7 +11,7 @@ For each model and each kind of input — ``--clips`` clips of 30 s and ``--trac
   the device, and the background writer appending to a real HDF5 shard.
 
 ``full / model`` near 1 means the device, not the input side, is the limit. One batch runs before timing.
-Each model computes Navidrome's vectors, with its costs: a 30 s clip is one 120 s MuQ window whose eleven
+Each model computes Navidrome's vectors, with its costs: a 30 s clip is one 120 s MuQ window whose nine
 silent 10 s clips share one latent (so it costs three clip forwards), one padded 30 s MERT window, and three
 10 s Music2Latent chunks; a 4-minute track is 9 MuQ windows (49 distinct clips), 43 MERT windows and 24 chunks.
 
