@@ -16,7 +16,6 @@ that feeds the device.
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +23,11 @@ import numpy as np
 import soundfile as sf
 
 from embedders.runtime import EmbedError, non_finite_audio, require_clip
-from processors.decode import decode, probe_duration
+from processors.decode import open_audio
 from store.status import FailureClass
 
 BLOCK_S = 60.0
-"""Seconds decoded at a time (a whole number of seconds keeps block edges on exact sample positions)."""
+"""Seconds decoded at a time."""
 
 
 @dataclass(frozen=True)
@@ -70,31 +69,29 @@ def prepare(path: Path, audio_input: AudioInput) -> np.ndarray:
 
 
 def _decoded(path: Path, audio_input: AudioInput) -> tuple[np.ndarray, int]:
-    blocks, rate = [], None
-    count = max(1, math.ceil(probe_duration(path) / BLOCK_S))
-    for index in range(count):
-        end = (index + 1) * BLOCK_S if index + 1 < count else None
-        block = decode(path, index * BLOCK_S, end)
-        rate = block.sample_rate
-        _check_layout(path, block.channels, audio_input)
-        samples = block.samples
-        blocks.append(samples.mean(axis=0, keepdims=True, dtype=np.float32) if audio_input.mono else samples)
-    if not audio_input.resample and rate != audio_input.sample_rate:
-        raise EmbedError(
-            "wrong_sample_rate",
-            f"clip {path} is at {rate} Hz; this embedder encodes files at {audio_input.sample_rate} Hz only, "
-            "as the reference does. Re-create the clip at that rate (setting sample_rate).",
-        )
-    return np.concatenate(blocks, axis=-1), int(rate)
+    """The file at its own rate in the model's channels, folded block by block (one open file, read on)."""
+    with open_audio(path, block_s=BLOCK_S) as stream:
+        _check_layout(path, stream.channels, stream.sample_rate, audio_input)
+        fold = (lambda block: block.mean(axis=1, dtype=np.float32)[None]) if audio_input.mono else np.transpose
+        blocks = [fold(block) for block in stream.blocks]
+    channels = 1 if audio_input.mono else stream.channels
+    return np.concatenate([np.empty((channels, 0), dtype=np.float32), *blocks], axis=-1), stream.sample_rate
 
 
-def _check_layout(path: Path, channels: int, audio_input: AudioInput) -> None:
+def _check_layout(path: Path, channels: int, rate: int, audio_input: AudioInput) -> None:
+    """Refuse, before decoding, what the embedder cannot encode as the reference does."""
     if not audio_input.mono and channels != 2:
         raise EmbedError(
             "not_stereo",
             f"clip {path} has {channels} channel(s); this embedder reproduces Navidrome's library job, which "
             "encodes stereo files only (a mono file fails there). Embed it with music2latent (the mono path).",
             failure_class=FailureClass.PERMANENT,
+        )
+    if not audio_input.resample and rate != audio_input.sample_rate:
+        raise EmbedError(
+            "wrong_sample_rate",
+            f"clip {path} is at {rate} Hz; this embedder encodes files at {audio_input.sample_rate} Hz only, "
+            "as the reference does. Re-create the clip at that rate (setting sample_rate).",
         )
 
 

@@ -299,10 +299,11 @@ def models_list(cache_dir: Annotated[Path | None, typer.Option(help="Hugging Fac
     table = Table(title="Audio embedders")
     for column in ("model", "space", "dim", "windows", "weights", "here"):
         table.add_column(column)
-    for spec in embedder_specs().values():
+    specs = embedder_specs().values()
+    for spec in specs:
         table.add_row(spec.name, spec.space, f"{spec.stored_dim:,}", _windows(spec), *_weights_state(spec, cache_dir))
     out.print(table)
-    for spec in embedder_specs().values():
+    for spec in specs:
         out.print(f"[bold]{spec.name}[/]: {escape(spec.summary)}")
 
 

@@ -164,8 +164,17 @@ class Shard:
 def open_shard(path: Path) -> Shard:
     with h5py.File(path, "r") as handle:
         ids = [value.decode() if isinstance(value, bytes) else value for value in handle["item_id"][:]]
-        attrs = {key: (value.item() if hasattr(value, "item") else value) for key, value in handle.attrs.items()}
-    return Shard(path, ids, attrs)
+        return Shard(path, ids, _attributes(handle))
+
+
+def read_shard_attributes(path: Path) -> dict[str, object]:
+    """A shard's attributes alone, without reading its item ids."""
+    with h5py.File(path, "r") as handle:
+        return _attributes(handle)
+
+
+def _attributes(handle: h5py.File) -> dict[str, object]:
+    return {key: (value.item() if hasattr(value, "item") else value) for key, value in handle.attrs.items()}
 
 
 def iter_shards(directory: Path) -> Iterator[Shard]:

@@ -46,9 +46,10 @@ class SearchResult:
 
 def newest_run(root: DataRoot, model: str, space: str) -> str:
     """The most recently trained run for ``model`` in ``space`` that has a best checkpoint."""
-    runs = [path.parent for path in root.runs_dir().glob("*/config.json")
-            if checkpoint_model_dir(path.parent).is_dir()
-            and (run_config(root, path.parent.name).model, run_config(root, path.parent.name).space) == (model, space)]
+    finished = [path.parent for path in root.runs_dir().glob("*/config.json")
+                if checkpoint_model_dir(path.parent).is_dir()]
+    configs = {run: run_config(root, run.name) for run in finished}
+    runs = [run for run, config in configs.items() if (config.model, config.space) == (model, space)]
     if not runs:
         raise FileNotFoundError(f"no trained text embedder for {model} in space {space} under {root.runs_dir()}; "
                                 f"run `musictext train --model {model}` first")

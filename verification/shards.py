@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from store.shards import ShardAttributes, open_shard, shard_paths
+from store.shards import ShardAttributes, read_shard_attributes, shard_paths
 from verification.audio import Problem
 
 REQUIRED_ATTRIBUTES = tuple(f.name for f in fields(ShardAttributes))
@@ -75,7 +75,7 @@ def old_space_problems(directories: list[Path], space_of: dict[str, str]) -> lis
     problems = []
     for directory in directories:
         model, dataset = directory.parent.name, directory.name
-        spaces = sorted({_text(open_shard(path).attrs.get("space")) or "none" for path in shard_paths(directory)})
+        spaces = sorted({_text(read_shard_attributes(path).get("space")) or "none" for path in shard_paths(directory)})
         target = space_of.get(model)
         move_on = (f"re-embed with `musictext embed {dataset} --model {model}` (it writes "
                    f"embeddings/{target}/{model}/{dataset}/), then delete or move {directory} aside"
