@@ -51,7 +51,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python system-deps
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0  # the CPU wheel; the train extra's torch range then adds nothing
-	$(BIN)/pip install -q -e ".[dev,train]"
+	$(BIN)/pip install -q -e ".[dev,train,export]"
 	touch $(STAMP)
 
 # The model embedders get their own environment (torch, transformers < 5), kept out of the default install.
