@@ -222,7 +222,7 @@ def _load_encoder(located: LocatedWeights) -> torch.nn.Module:
     return encoder
 
 
-def spec_for(layout: str, name: str, summary: str, audio_bytes_per_second: int) -> EmbedderSpec:
+def spec_for(layout: str, name: str, summary: str, audio_bytes_per_second: int, service_name: str = "") -> EmbedderSpec:
     """A Music2Latent spec in one of :data:`LAYOUTS` (the stereo variant's module declares its own with it)."""
 
     def factory(weights: Path | None, device: str, precision: str) -> Music2LatentEmbedder:
@@ -233,7 +233,7 @@ def spec_for(layout: str, name: str, summary: str, audio_bytes_per_second: int) 
         frame_dim=Music2LatentEmbedder.frame_dim, sample_rate=SAMPLE_RATE,
         window_s=MAX_WAVEFORM_LENGTH / SAMPLE_RATE, hop_s=MAX_WAVEFORM_LENGTH / SAMPLE_RATE,
         audio_input=AUDIO_INPUTS[layout].describe(), window_padding="repeat", weights=WEIGHTS, device=True,
-        audio_bytes_per_second=audio_bytes_per_second,
+        audio_bytes_per_second=audio_bytes_per_second, service_name=service_name,
     )
     return spec
 
@@ -241,4 +241,4 @@ def spec_for(layout: str, name: str, summary: str, audio_bytes_per_second: int) 
 # 2 600 bytes per channel sample under bf16 autocast, measured on an H100 (16.8 GiB for 16 channel-items of
 # 10 s), twice over for float32 on a CPU or a float16 fallback.
 SPEC = spec_for("mono", "music2latent", "Music2Latent: mono latents interleaved with zeros plus magnitudes, 10 s "
-                "chunks (Navidrome's 'latent')", audio_bytes_per_second=230_000_000)
+                "chunks (Navidrome's 'latent')", audio_bytes_per_second=230_000_000, service_name="latent")

@@ -62,6 +62,13 @@ class EmbedderSpec:
     """Runs on a device (GPU) in the batched torch runtime; otherwise clip by clip on the CPU."""
     audio_bytes_per_second: int = 0
     """Device memory one forward pass needs per second of audio (sizes the runtime's batches)."""
+    service_name: str = ""
+    """The name Navidrome's embedding service knows the model by (``latent`` for Music2Latent), when it differs
+    from ``name``: ``musictext serve`` answers to it."""
+
+    @property
+    def served_as(self) -> str:
+        return self.service_name or self.name
 
     @property
     def stored_dim(self) -> int:

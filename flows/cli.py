@@ -32,6 +32,7 @@ from flows.deploy import (
     require_server,
 )
 from flows.progress import console as errors
+from flows.serve_cli import serve
 from store.layout import DataRoot
 from store.settings import load_settings
 from verification.report import status_counts
@@ -264,8 +265,8 @@ def evaluate(runs: Annotated[list[str], typer.Argument(help="Training runs to co
 def search(text: str, model: Annotated[str, typer.Option(help="Audio embedder whose shards to search.")] = "dsp",
            k: Annotated[int, typer.Option(help="How many clips.")] = 10,
            dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Only these datasets.")] = None,
-           run_id: Annotated[str | None, typer.Option("--run", help="Text embedder run (default: the newest for "
-                                                      "MODEL).")] = None,
+           run_id: Annotated[str | None, typer.Option("--run", help="Text embedder run (default: the newest "
+                                                      "finished one for MODEL).")] = None,
            copy_to: Annotated[Path | None, typer.Option(help="Copy the clips found into this folder.")] = None,
            root: RootOption = None) -> None:
     """The clips closest to TEXT in MODEL's space, found with a trained text embedder."""
@@ -286,6 +287,9 @@ def search(text: str, model: Annotated[str, typer.Option(help="Audio embedder wh
     if copy_to:
         copied = found.copy_clips(copy_to)
         out.print(f"copied {len(copied)} clip(s) to {copy_to}")
+
+
+app.command()(serve)
 
 
 models_app = typer.Typer(help="Audio embedders: what each computes, and their weights.", no_args_is_help=True)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import transformers
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -206,7 +207,11 @@ def load_text_embedder(directory: Path, *, freeze_encoder: bool = False,
         raise FileNotFoundError(f"{directory} is not a saved text embedder: it has no {CONFIG_FILE}")
     config = EmbedderConfig(**json.loads(config_path.read_text()))
     embedder = TextEmbedder(config, freeze_encoder=freeze_encoder, encoder_path=directory / ENCODER_DIR)
-    embedder.head.load_state_dict(load_file(directory / HEAD_FILE))
+    try:
+        head = load_file(directory / HEAD_FILE)
+    except SafetensorError as error:
+        raise ValueError(f"{directory / HEAD_FILE} is damaged ({error}); train the run again or use another") from None
+    embedder.head.load_state_dict(head)
     return embedder.to(device)
 
 

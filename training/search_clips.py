@@ -1,7 +1,7 @@
 """``musictext search``: a text through a trained text embedder, then the nearest clips of one audio model.
 
-The text embedder is a run's best checkpoint: the one named, or the newest run trained for the model
-(its ``config.json`` says which model). Captions and clip paths come from the manifests, so a hit can be
+The text embedder is a run's best checkpoint: the one named, or the newest finished run trained for the
+model (:mod:`training.runs`). Captions and clip paths come from the manifests, so a hit can be
 read and listened to.
 """
 
@@ -15,10 +15,9 @@ from pathlib import Path
 from embedders import embedder_spec
 from store.layout import DataRoot
 from store.manifest import ManifestRow, read_manifest
-from training.evaluate import run_config
 from training.model import load_text_embedder
+from training.runs import newest_run, trained_run
 from training.search import Hit, model_shard_dirs, search
-from training.trainer import checkpoint_model_dir
 
 
 @dataclass(frozen=True)
@@ -44,30 +43,14 @@ class SearchResult:
         return copied
 
 
-def newest_run(root: DataRoot, model: str, space: str) -> str:
-    """The most recently trained run for ``model`` in ``space`` that has a best checkpoint."""
-    finished = [path.parent for path in root.runs_dir().glob("*/config.json")
-                if checkpoint_model_dir(path.parent).is_dir()]
-    configs = {run: run_config(root, run.name) for run in finished}
-    runs = [run for run, config in configs.items() if (config.model, config.space) == (model, space)]
-    if not runs:
-        raise FileNotFoundError(f"no trained text embedder for {model} in space {space} under {root.runs_dir()}; "
-                                f"run `musictext train --model {model}` first")
-    return max(runs, key=lambda run: checkpoint_model_dir(run).stat().st_mtime).name
-
-
 def search_clips(root: DataRoot, text: str, model: str, *, k: int = 10, datasets: Sequence[str] | None = None,
                  run_id: str | None = None) -> SearchResult:
     space = embedder_spec(model).space
-    run_id = run_id or newest_run(root, model, space)
-    config = run_config(root, run_id)
-    if (config.model, config.space) != (model, space):
-        raise ValueError(f"run {run_id} embeds text into {config.model}'s vectors of space {config.space or '(none)'}, "
-                         f"not {model}'s of space {space}; train a text embedder for them")
-    embedder = load_text_embedder(checkpoint_model_dir(root.runs_dir() / run_id))
+    run = trained_run(root, run_id or newest_run(root, model, space), model=model, space=space)
+    embedder = load_text_embedder(run.model_dir)
     hits = search(embedder.encode([text])[0], model_shard_dirs(root, model, space, datasets), k=k, space=space)
     rows = {row.item_id: row for name in {hit.dataset for hit in hits} for row in read_manifest(root.manifest(name))}
-    return SearchResult(run_id, [_clip_hit(root, hit, rows.get(hit.item_id)) for hit in hits])
+    return SearchResult(run.run_id, [_clip_hit(root, hit, rows.get(hit.item_id)) for hit in hits])
 
 
 def _clip_hit(root: DataRoot, hit: Hit, row: ManifestRow | None) -> ClipHit:

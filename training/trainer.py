@@ -7,7 +7,10 @@ A run lives in ``runs/<run_id>/``:
   losses since the previous evaluation, and ``val``: :func:`training.metrics.retrieval_metrics`);
 * ``checkpoints/last/`` and ``checkpoints/best/`` (best validation text→music Recall@10): ``model/`` (a
   saved :class:`TextEmbedder`, loadable alone) and ``trainer.pt`` (optimizer, schedule, loss temperature,
-  RNG states, step, early-stopping state).
+  RNG states, step, early-stopping state);
+* ``finished.json``, once the run has reached its last step or stopped early: steps, best step and
+  metrics, split sizes. It is what tells a finished run from one still training (``musictext serve``
+  and ``search`` take only finished runs by default); training a finished run again only rewrites it.
 
 Starting a run whose directory has ``checkpoints/last`` resumes it: the batch order depends only on the
 seed and the epoch, and every other piece of state is in the checkpoint, so a resumed run ends with the
@@ -48,6 +51,7 @@ CHECKPOINTS = ("last", "best")
 MODEL_DIR = "model"
 TEMP_SUFFIX = ".tmp"
 TRAINER_FILE = "trainer.pt"
+FINISHED_FILE = "finished.json"
 
 
 @dataclass(frozen=True)
@@ -213,8 +217,22 @@ def _train(config: TrainConfig, root: DataRoot, run_dir: Path, on_progress: Call
     finally:
         batches.close()
         dataset.reader.close()
-    return TrainResult(run_dir, state.step, max_steps, state.best_step, state.best_metrics, state.last_metrics,
-                       state.stopped_early, sizes)
+    result = TrainResult(run_dir, state.step, max_steps, state.best_step, state.best_metrics, state.last_metrics,
+                         state.stopped_early, sizes)
+    _write_finished(result)
+    return result
+
+
+def _write_finished(result: TrainResult) -> None:
+    facts = {"step": result.step, "max_steps": result.max_steps, "best_step": result.best_step,
+             "best_metrics": result.best_metrics, "stopped_early": result.stopped_early,
+             "split_sizes": result.split_sizes}
+    write_text_atomic(result.run_dir / FINISHED_FILE, json.dumps(facts, indent=2, sort_keys=True) + "\n")
+
+
+def is_finished(run_dir: Path) -> bool:
+    """Whether the run reached its last step (or stopped early) and so will not change any more."""
+    return (Path(run_dir) / FINISHED_FILE).is_file() and checkpoint_model_dir(run_dir).is_dir()
 
 
 @dataclass
@@ -310,6 +328,7 @@ def _clear_unfinished_start(run_dir: Path) -> None:
     """What an attempt that never reached its first ``last`` checkpoint left (metrics, maybe a ``best``):
     nothing to resume, and perhaps from another configuration, so a fresh start removes it."""
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    (run_dir / FINISHED_FILE).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
 
 

@@ -17,9 +17,9 @@ Three datasets, shaped like the real sources:
 Two rows of ``captioned`` have no vector (``NO_VECTOR``) and one row of ``tagged`` has no text (``NO_TEXT``).
 With ``official_splits=False`` no row has a split or flag, so every group is hashed.
 
-The shards are ``dsp``'s (``MODEL``), in ``dsp``'s space (``SPACE``) and where the embed flow puts them
-(``embeddings/<space>/<model>/<dataset>``), so the train flow and search, which look the model's space up in
-its spec, take them; their vectors are only ``DIM`` wide, which nothing in training checks against ``dsp``.
+The shards are ``dsp``'s (``MODEL``) by default, or another embedder's (``model=``), in that model's space and
+size (``DIM`` for ``dsp``) and where the embed flow puts them (``embeddings/<space>/<model>/<dataset>``), so
+the train flow, search and the service, which look the model's space and size up in its spec, take them.
 """
 
 from __future__ import annotations
@@ -38,8 +38,7 @@ from store.shards import ShardAttributes, ShardWriter
 
 MODEL = "dsp"
 SPACE = embedder_spec(MODEL).space
-FRAME_DIM = 16
-DIM = 3 * FRAME_DIM
+DIM = embedder_spec(MODEL).stored_dim
 DATASETS = ("captioned", "tagged", "bench")
 GENRES = ("rock", "jazz", "techno", "reggae", "classical", "country", "metal", "funk")
 INSTRUMENTS = ("piano", "violin", "trumpet", "drums", "flute", "harp", "banjo", "saxophone")
@@ -76,10 +75,13 @@ class Corpus:
         return DATASETS
 
 
-def build_corpus(path: Path, *, tracks: int = 8, official_splits: bool = True, seed: int = 0) -> Corpus:
-    """Write the corpus under ``path`` (the data root): ``tracks`` tracks per dataset, distinct triples."""
+def build_corpus(path: Path, *, tracks: int = 8, official_splits: bool = True, seed: int = 0,
+                 model: str = MODEL) -> Corpus:
+    """Write the corpus under ``path`` (the data root): ``tracks`` tracks per dataset, distinct triples, as
+    ``model``'s shards (a data root may hold several models' corpora: the manifests are the same)."""
     rng = np.random.default_rng(seed)
-    word_vectors = {word: rng.normal(size=FRAME_DIM) for word in (*GENRES, *INSTRUMENTS, *MOODS)}
+    frame_dim = embedder_spec(model).frame_dim
+    word_vectors = {word: rng.normal(size=frame_dim) for word in (*GENRES, *INSTRUMENTS, *MOODS)}
     triples = list(itertools.product(GENRES, INSTRUMENTS, MOODS))
     chosen = [Track(*triples[i]) for i in rng.choice(len(triples), size=3 * tracks, replace=False)]
     root = DataRoot(path)
@@ -90,7 +92,7 @@ def build_corpus(path: Path, *, tracks: int = 8, official_splits: bool = True, s
         rows[dataset] = [row for row, _ in pairs]
         write_manifest(root.manifest(dataset), rows[dataset])
         vectors = {row.item_id: _audio_vector(track, word_vectors, rng) for row, track in pairs}
-        _write_shards(root, dataset, {k: v for k, v in vectors.items() if k not in NO_VECTOR})
+        _write_shards(root, dataset, {k: v for k, v in vectors.items() if k not in NO_VECTOR}, model)
     return Corpus(root, rows)
 
 
@@ -143,12 +145,13 @@ def _bench_rows(tracks: list[Track], official: bool) -> list[tuple[ManifestRow, 
     return pairs
 
 
-def _write_shards(root: DataRoot, dataset: str, vectors: dict[str, np.ndarray]) -> None:
+def _write_shards(root: DataRoot, dataset: str, vectors: dict[str, np.ndarray], model: str) -> None:
     """Two shards for ``captioned`` (reads must cross shards), one for the others."""
-    attrs = ShardAttributes(MODEL, "1", DIM, ENRICHMENT, 22050, 1.0, 0.25, "0", space=SPACE)
+    spec = embedder_spec(model)
+    attrs = ShardAttributes(model, "1", spec.stored_dim, ENRICHMENT, 22050, 1.0, 0.25, "0", space=spec.space)
     ids = list(vectors)
     parts = [ids[: len(ids) // 2], ids[len(ids) // 2:]] if dataset == "captioned" else [ids]
     for part in parts:
-        with ShardWriter(root.shard_dir(MODEL, dataset, SPACE), attrs) as writer:
+        with ShardWriter(root.shard_dir(model, dataset, spec.space), attrs) as writer:
             writer.append(part, np.stack([vectors[item_id] for item_id in part]).astype(np.float32),
                           [3 * FRAMES_PER_WORD] * len(part))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from corpus import DATASETS, MIXED_SPLIT_GROUP, MODEL, NO_TEXT, NO_VECTOR, SPACE, Corpus, build_corpus
+from corpus import DATASETS, DIM, MIXED_SPLIT_GROUP, MODEL, NO_TEXT, NO_VECTOR, SPACE, Corpus, build_corpus
 
 from store.manifest import ManifestRow
 from store.shards import ShardAttributes, ShardWriter, iter_shards, open_shard, shard_paths
@@ -127,7 +127,7 @@ def test_rows_without_a_vector_or_text_are_left_out_and_counted(splits: Splits) 
     assigned = _splits_of(splits)
     assert not set(NO_VECTOR) & set(assigned) and NO_TEXT not in assigned
     assert splits.skipped == {"no_vector": 2, "no_text": 1}
-    assert splits.audio_dim == 48
+    assert splits.audio_dim == DIM
     assert len(assigned) == 8 * 2 + 8 * 2 + 8 - 3
 
 
@@ -219,7 +219,7 @@ def test_missing_embeddings_and_manifests_say_what_to_run(corpus: Corpus, tmp_pa
 def test_vector_locations_hold_every_stored_row_of_the_space(corpus: Corpus) -> None:
     locations, dim = vector_locations(corpus.root, MODEL, "tagged", SPACE)
     [path] = shard_paths(corpus.root.shard_dir(MODEL, "tagged", SPACE))
-    assert dim == 48 and open_shard(path).space == SPACE
+    assert dim == DIM and open_shard(path).space == SPACE
     assert locations == {item_id: (path, row) for row, item_id in enumerate(open_shard(path).item_ids)}
 
 
@@ -230,9 +230,9 @@ def _own_corpus(tmp_path: Path) -> Corpus:
 
 def test_a_shard_of_another_space_among_the_spaces_shards_is_refused_by_name(tmp_path: Path) -> None:
     corpus = _own_corpus(tmp_path)
-    attrs = ShardAttributes(MODEL, "1", 48, "e", 22050, 1.0, 0.25, "0", space="navidrome-2025.11")
+    attrs = ShardAttributes(MODEL, "1", DIM, "e", 22050, 1.0, 0.25, "0", space="navidrome-2025.11")
     with ShardWriter(corpus.root.shard_dir(MODEL, "tagged", SPACE), attrs) as writer:
-        writer.append(["tagged:s000@0"], np.eye(1, 48, dtype=np.float32))
+        writer.append(["tagged:s000@0"], np.eye(1, DIM, dtype=np.float32))
     stray = writer.path
     message = f"shard {stray} holds vectors of space navidrome-2025.11, not {SPACE}"
     with pytest.raises(ValueError, match=message):
@@ -244,9 +244,9 @@ def test_a_shard_of_another_space_among_the_spaces_shards_is_refused_by_name(tmp
 
 def test_a_shard_without_a_space_is_refused_too(tmp_path: Path) -> None:
     corpus = _own_corpus(tmp_path)
-    attrs = ShardAttributes(MODEL, "1", 48, "e", 22050, 1.0, 0.25, "0")  # written before spaces existed
+    attrs = ShardAttributes(MODEL, "1", DIM, "e", 22050, 1.0, 0.25, "0")  # written before spaces existed
     with ShardWriter(corpus.root.shard_dir(MODEL, "bench", SPACE), attrs) as writer:
-        writer.append(["bench:b000"], np.eye(1, 48, dtype=np.float32))
+        writer.append(["bench:b000"], np.eye(1, DIM, dtype=np.float32))
     with pytest.raises(ValueError, match=rf"shard {writer.path} holds vectors of space \(none\), not {SPACE}"):
         load_splits(corpus.root, ["bench"], MODEL, SPACE)
 
