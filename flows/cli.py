@@ -22,6 +22,7 @@ from embedders.spec import PRECISIONS, EmbedderSpec
 from embedders.weights import MissingWeightsError, fetch_weights, locate_weights
 from flows import pipeline as pipeline_flow
 from flows import stages
+from flows.corpus_cli import export_corpus
 from flows.deploy import (
     REPO,
     ServerRequiredError,
@@ -290,6 +291,7 @@ def search(text: str, model: Annotated[str, typer.Option(help="Audio embedder wh
 
 
 app.command()(serve)
+app.command("export-corpus")(export_corpus)
 
 
 models_app = typer.Typer(help="Audio embedders: what each computes, and their weights.", no_args_is_help=True)
