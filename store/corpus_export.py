@@ -40,7 +40,7 @@ from huggingface_hub import DatasetCardData
 from store.atomic import temp_path_for
 from store.layout import DataRoot
 from store.manifest import ManifestRow, read_manifest
-from store.shards import open_shard, shard_paths
+from store.shard_index import vector_locations
 
 SHARD_BYTES = 500 * 10**6
 """Largest Parquet file (before the last row group that crosses it): the size ``push_to_hub`` shards at."""
@@ -262,24 +262,11 @@ class _VectorIndex:
 
     @classmethod
     def load(cls, root: DataRoot, dataset: str, model: str, space: str) -> _VectorIndex:
-        directory = root.shard_dir(model, dataset, space)
-        paths = shard_paths(directory)
-        if not paths:
-            raise CorpusExportError(f"no {model} vectors in space {space} for {dataset!r} under {directory}; run "
-                                    f"`musictext embed {dataset} --model {model}` first, or leave out --model")
-        locations: dict[str, tuple[Path, int]] = {}
-        dims = set()
-        for path in paths:
-            shard = open_shard(path)
-            if shard.space != space:
-                raise CorpusExportError(f"the shard {path} holds vectors of space {shard.space or '(none)'}, not "
-                                        f"{space}; move it aside")
-            dims.add(int(shard.attrs["dim"]))
-            locations.update((item_id, (path, row)) for row, item_id in enumerate(shard.item_ids))
-        if len(dims) > 1:
-            raise CorpusExportError(f"the {model} shards under {directory} hold vectors of sizes {sorted(dims)}; "
-                                    "a corpus column has one size")
-        return cls(locations, shard.attrs)
+        try:
+            found = vector_locations(root, model, dataset, space)
+        except (FileNotFoundError, ValueError) as error:
+            raise CorpusExportError(f"{error}, or leave out --model") from None
+        return cls(found.locations, found.attrs)
 
     def read(self, item_ids: list[str]) -> list[np.ndarray | None]:
         """Each item's float32 vector, ``None`` for one without; one sorted read per shard."""

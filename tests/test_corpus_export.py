@@ -294,7 +294,7 @@ def test_cli_exports(cli: typer.Typer, tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["nope"], "error: no manifest for 'nope'"),
     ([DATASET, "--model", "nosuch"], "error: unknown embedder 'nosuch'"),
-    ([DATASET, "--model", MODEL, "--space", "old-space"], f"error: no {MODEL} vectors in space old-space"),
+    ([DATASET, "--model", MODEL, "--space", "old-space"], f"error: no {MODEL} embeddings in space old-space"),
     ([DATASET, "--space", SPACE], "error: --space names the space of --model's vectors"),
     ([DATASET, "--out-is-not-empty"], "error: --out"),
 ])

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from store.forking import forget_inherited_exit_hooks
 from store.layout import DataRoot
 from store.manifest import ManifestRow, read_manifest
-from store.shards import open_shard, shard_paths
+from store.shard_index import vector_locations
 
 SPLITS = ("train", "val", "test")
 _HELD_OUT = {name: rank for rank, name in enumerate(SPLITS)}
@@ -144,37 +144,6 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     return (float(fractions[0]), float(fractions[1]), float(fractions[2]))
 
 
-def vector_locations(
-    root: DataRoot, model: str, dataset: str, space: str
-) -> tuple[dict[str, tuple[Path, int]], int]:
-    """Item id → (shard, row) for one model, space and dataset, and the vectors' size; a later shard wins a
-    repeat. A shard that names another space is refused: vectors of two spaces are never trained on together."""
-    directory = root.shard_dir(model, dataset, space)
-    paths = shard_paths(directory)
-    if not paths:
-        hint = _old_space_hint(root, model, dataset)
-        raise FileNotFoundError(f"no {model} embeddings in space {space} for {dataset} under {directory}; run "
-                                f"`musictext embed {dataset} --model {model}` first{hint}")
-    locations: dict[str, tuple[Path, int]] = {}
-    dims = set()
-    for path in paths:
-        shard = open_shard(path)
-        if shard.space != space:
-            raise ValueError(f"shard {path} holds vectors of space {shard.space or '(none)'}, not {space}; vectors "
-                             "of different spaces cannot be trained on together: move it aside and re-embed")
-        dims.add(int(shard.attrs["dim"]))
-        locations.update((item_id, (path, row)) for row, item_id in enumerate(shard.item_ids))
-    if len(dims) != 1:
-        raise ValueError(f"the {model} shards of {dataset} under {directory} have different sizes {sorted(dims)}; "
-                         f"they were made by different model revisions and cannot be trained on together")
-    return locations, dims.pop()
-
-
-def _old_space_hint(root: DataRoot, model: str, dataset: str) -> str:
-    old = [d for d in root.legacy_shard_dirs(dataset) if d.parent.name == model]
-    return f" (the shards under {old[0]} are of an older space and are not used)" if old else ""
-
-
 def load_splits(
     root: DataRoot,
     datasets: Sequence[str],
@@ -195,7 +164,8 @@ def load_splits(
         rows = read_manifest(root.manifest(dataset))
         if not rows:
             raise FileNotFoundError(f"{dataset} has no manifest at {root.manifest(dataset)}; run its catalog first")
-        locations, dims[dataset] = vector_locations(root, model, dataset, space)
+        found = vector_locations(root, model, dataset, space)
+        locations, dims[dataset] = found.locations, found.dim
         for row in rows:
             location = locations.get(row.item_id)
             if location is None:

@@ -217,7 +217,8 @@ def test_missing_embeddings_and_manifests_say_what_to_run(corpus: Corpus, tmp_pa
 
 
 def test_vector_locations_hold_every_stored_row_of_the_space(corpus: Corpus) -> None:
-    locations, dim = vector_locations(corpus.root, MODEL, "tagged", SPACE)
+    found = vector_locations(corpus.root, MODEL, "tagged", SPACE)
+    locations, dim = found.locations, found.dim
     [path] = shard_paths(corpus.root.shard_dir(MODEL, "tagged", SPACE))
     assert dim == DIM and open_shard(path).space == SPACE
     assert locations == {item_id: (path, row) for row, item_id in enumerate(open_shard(path).item_ids)}
