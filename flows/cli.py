@@ -32,6 +32,7 @@ from flows.deploy import (
     prefect_executable,
     require_server,
 )
+from flows.export_cli import export_run
 from flows.progress import console as errors
 from flows.serve_cli import serve
 from store.layout import DataRoot
@@ -291,6 +292,7 @@ def search(text: str, model: Annotated[str, typer.Option(help="Audio embedder wh
 
 
 app.command()(serve)
+app.command("export")(export_run)
 app.command("export-corpus")(export_corpus)
 
 
