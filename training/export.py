@@ -186,11 +186,8 @@ def _sentence_transformer(model_dir: Path, embedder: TextEmbedder) -> Any:
     """Transformer → mean Pooling → Dense (the head's Linear, identity activation) → Normalize: what
     :class:`training.model.PooledHead` computes, in modules sentence-transformers saves and loads itself."""
     from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
 
-    try:
-        from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
-    except ImportError:  # sentence-transformers 5, which the export extra allows
-        from sentence_transformers.models import Dense, Normalize, Pooling, Transformer
     config = embedder.config
     hidden = embedder.encoder.config.hidden_size
     linear = embedder.head.project
