@@ -33,6 +33,7 @@ from flows.deploy import (
     require_server,
 )
 from flows.export_cli import export_run
+from flows.index_cli import index_app
 from flows.progress import console as errors
 from flows.serve_cli import serve
 from store.layout import DataRoot
@@ -286,6 +287,7 @@ def search(text: str, model: Annotated[str, typer.Option(help="Audio embedder wh
     for rank, hit in enumerate(found.hits, 1):
         table.add_row(str(rank), f"{hit.score:.3f}", hit.item_id, escape(hit.caption), str(hit.clip))
     out.print(table)
+    out.print(f"searched with {'; '.join(found.methods)} (`musictext index build --model {model}` indexes)")
     if copy_to:
         copied = found.copy_clips(copy_to)
         out.print(f"copied {len(copied)} clip(s) to {copy_to}")
@@ -293,6 +295,7 @@ def search(text: str, model: Annotated[str, typer.Option(help="Audio embedder wh
 
 app.command()(serve)
 app.command("export")(export_run)
+app.add_typer(index_app, name="index")
 app.command("export-corpus")(export_corpus)
 
 
