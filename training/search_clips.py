@@ -17,7 +17,7 @@ from store.layout import DataRoot
 from store.manifest import ManifestRow, read_manifest
 from training.model import load_text_embedder
 from training.runs import newest_run, trained_run
-from training.search import Hit, model_shard_dirs, search
+from training.search import Hit, model_shard_dirs, search_collection
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class ClipHit:
 class SearchResult:
     run_id: str
     hits: list[ClipHit]
+    methods: list[str]
+    """How each dataset was searched (FAISS index or exact), from :func:`training.search.search_collection`."""
 
     def copy_clips(self, folder: Path) -> list[Path]:
         """Copy the hits' clips into ``folder`` as ``<rank>-<clip name>``, to listen to them in order."""
@@ -48,9 +50,11 @@ def search_clips(root: DataRoot, text: str, model: str, *, k: int = 10, datasets
     space = embedder_spec(model).space
     run = trained_run(root, run_id or newest_run(root, model, space), model=model, space=space)
     embedder = load_text_embedder(run.model_dir)
-    hits = search(embedder.encode([text])[0], model_shard_dirs(root, model, space, datasets), k=k, space=space)
+    found = search_collection(embedder.encode([text])[0], model_shard_dirs(root, model, space, datasets), k=k,
+                              space=space)
+    hits = found.hits
     rows = {row.item_id: row for name in {hit.dataset for hit in hits} for row in read_manifest(root.manifest(name))}
-    return SearchResult(run.run_id, [_clip_hit(root, hit, rows.get(hit.item_id)) for hit in hits])
+    return SearchResult(run.run_id, [_clip_hit(root, hit, rows.get(hit.item_id)) for hit in hits], found.methods)
 
 
 def _clip_hit(root: DataRoot, hit: Hit, row: ManifestRow | None) -> ClipHit:

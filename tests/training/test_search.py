@@ -115,5 +115,5 @@ def test_bad_arguments_are_refused(shards: DataRoot, tmp_path: Path) -> None:
         search(np.ones((2, 4)), dirs)
     with pytest.raises(ValueError, match="zero vector"):
         search(np.zeros(4), dirs)
-    with pytest.raises(ValueError, match="no shards"):
+    with pytest.raises(FileNotFoundError, match="no shards"):
         search(QUERY, [tmp_path / "nowhere"])
