@@ -128,7 +128,7 @@ def _extendable(state: IndexState | None, kind: str, shards: list[Shard], total:
 def _full_build(faiss, shard_dir: Path, kind: str, shards: list[Shard], seed: int) -> BuildReport:  # noqa: ANN001
     dim = int(shards[0].attrs["dim"])
     total = sum(len(shard.item_ids) for shard in shards)
-    index, params = _new_index(faiss, kind, dim, total)
+    index, params = new_index(faiss, kind, dim, total)
     if kind == "ivf":
         index.train(_training_sample(shards, IVF_TRAIN_ROWS_PER_LIST * params["nlist"] * 4, seed))
     queries = _recall_queries(shards, seed) if kind != "flat" else None
@@ -145,7 +145,8 @@ def _full_build(faiss, shard_dir: Path, kind: str, shards: list[Shard], seed: in
     return BuildReport(Path(shard_dir), kind, total, total, True, recall)
 
 
-def _new_index(faiss, kind: str, dim: int, rows: int):  # noqa: ANN001, ANN202 (faiss has no type stubs)
+def new_index(faiss, kind: str, dim: int, rows: int):  # noqa: ANN001, ANN201 (faiss has no type stubs)
+    """An empty index of ``kind`` for about ``rows`` vectors of ``dim``, and its parameters (IVF: untrained)."""
     if kind == "flat":
         return faiss.IndexFlatIP(dim), {}
     if kind == "hnsw":
