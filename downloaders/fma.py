@@ -44,7 +44,13 @@ from downloaders.formats.fma import (
     read_sha1sums,
     read_tracks,
 )
-from downloaders.transports.archives import discard_if_broken, extract_verified, member_mismatch, read_member
+from downloaders.transports.archives import (
+    Limits,
+    discard_if_broken,
+    extract_verified,
+    member_mismatch,
+    read_member,
+)
 from downloaders.transports.errors import DownloadError, permanent
 from downloaders.transports.http import Checksum, HttpClient
 from processors.clip import WHOLE_FILE, catalog_spans
@@ -158,7 +164,7 @@ def _extract(
 ) -> dict[str, DownloadError | None]:
     """Extract the members not yet on disk and verified; each member's outcome (``None`` = verified)."""
     return extract_verified(lambda: archive, raw, members, check=lambda member: _check(raw, member, sums),
-                            max_member_bytes=settings.max_member_bytes)
+                            limits=Limits.of(settings))
 
 
 def _check(raw: Path, member: str, sums: dict[str, str]) -> DownloadError | None:

@@ -28,7 +28,7 @@ from typing import TypeVar
 
 from downloaders.base import Source, SourceContext, SourceError, record_catalog_outcomes
 from downloaders.formats import magnatagatune as mtt
-from downloaders.transports.archives import discard_if_broken, extract, join_parts
+from downloaders.transports.archives import Limits, discard_if_broken, extract, join_parts
 from downloaders.transports.errors import ArchiveError, DownloadError
 from downloaders.transports.http import HttpClient, discard
 from store.layout import DataRoot, make_item_id
@@ -157,7 +157,7 @@ def _extract(ctx: SourceContext, rows: Sequence[ManifestRow]) -> dict[str, Downl
     raw = ctx.root.raw_dir(DATASET)
     try:
         extract(_joined_archive(ctx), raw / AUDIO_DIR, members=[row.source for row in rows],
-                max_member_bytes=ctx.settings.max_member_bytes)
+                limits=Limits.of(ctx.settings))
     except ArchiveError as error:
         return error.refused
     except DownloadError as error:

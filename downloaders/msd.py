@@ -44,7 +44,7 @@ import yt_dlp
 
 from downloaders.base import Source, SourceContext, SourceError, record_catalog_outcomes
 from downloaders.formats import msd as fmt
-from downloaders.transports.archives import discard_if_broken, extract, list_members
+from downloaders.transports.archives import Limits, discard_if_broken, extract, list_members
 from downloaders.transports.errors import ArchiveError, DownloadError
 from downloaders.transports.http import HttpClient, discard
 from downloaders.transports.youtube import TRANSIENT, YouTubeClient, classify
@@ -70,7 +70,7 @@ DEFAULT_MIN_TAG_COUNT = 10.0
 LICENSE = ("MSD and Last.fm dataset terms (research use; UNVERIFIED); the audio belongs to its rights "
            "holders and is not covered by them")
 STAGE = "acquire"
-REFETCH = f"delete the extracted file to extract it again, or {SUBSET} to download it again"
+REFETCH = f"the extracted file was deleted (each catalog run extracts it again); delete {SUBSET} to download it again"
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def _extract_missing(
     if not missing:
         return {}
     try:
-        extract(archive, target, members=missing, max_member_bytes=ctx.settings.max_member_bytes)
+        extract(archive, target, members=missing, limits=Limits.of(ctx.settings))
     except ArchiveError as error:
         return {track: error.refused[member] for track, member in members.items() if member in error.refused}
     except DownloadError as error:
@@ -161,8 +161,10 @@ def _damaged(archive: Path, error: DownloadError) -> SourceError:
     return SourceError(f"{DATASET}: {error.detail}")
 
 
-def _rejected(track_id: str, reason: str, detail: str) -> StatusRecord:
-    return StatusRecord.failed(make_item_id(DATASET, track_id), "catalog", reason, detail)
+def _rejected(file: Path, track_id: str, reason: str, detail: str) -> StatusRecord:
+    """A track file that cannot be used, deleted so that nothing unusable stays in ``raw/``."""
+    file.unlink(missing_ok=True)
+    return StatusRecord.failed(make_item_id(DATASET, track_id), "catalog", reason, f"{detail}; {REFETCH}")
 
 
 def _read_tracks(
@@ -174,11 +176,11 @@ def _read_tracks(
         try:
             track = fmt.read_track(raw / member)
         except fmt.TrackFileError as error:
-            rejected.append(_rejected(track_id, error.reason, f"{member} {error.detail}; {REFETCH}"))
+            rejected.append(_rejected(raw / member, track_id, error.reason, f"{member} {error.detail}"))
             continue
         if track.track_id != track_id:
-            rejected.append(_rejected(track_id, "track_id_mismatch",
-                                      f"{member} holds track {track.track_id}, not {track_id}; {REFETCH}"))
+            rejected.append(_rejected(raw / member, track_id, "track_id_mismatch",
+                                      f"{member} holds track {track.track_id}, not {track_id}"))
             continue
         tracks.append(track)
     return tracks, rejected

@@ -27,7 +27,7 @@ from typing import Any
 
 from downloaders.base import Source, SourceContext, SourceError, acquire_record, record_catalog_outcomes
 from downloaders.formats.mtg_jamendo import FormatError, Track, read_checksums, read_tracks
-from downloaders.transports.archives import extract_verified, member_mismatch
+from downloaders.transports.archives import Limits, extract_verified, member_mismatch
 from downloaders.transports.errors import DownloadError, permanent
 from downloaders.transports.http import Checksum, HttpClient
 from processors.clip import catalog_spans
@@ -165,7 +165,7 @@ def _acquire_archive(
     outcome = extract_verified(
         lambda: _fetch_tar(archive, sha256, ctx, client), folder, members,
         check=lambda member: _check(folder, member, track_sums),
-        max_member_bytes=ctx.settings.max_member_bytes,
+        limits=Limits.of(ctx.settings),
     )
     for row in rows:
         yield acquire_record(row, audio_path(row, ctx.root), ctx.root, outcome[row.extra_fields["member"]])

@@ -52,7 +52,7 @@ from downloaders.formats.musicbench import (
     split_of,
     tarball_file,
 )
-from downloaders.transports.archives import discard_if_broken, extract
+from downloaders.transports.archives import Limits, discard_if_broken, extract
 from downloaders.transports.errors import ArchiveError, DownloadError
 from downloaders.transports.http import HttpClient
 from downloaders.transports.hub import hub_download, hub_files
@@ -247,7 +247,7 @@ def _extract_missing(rows: Sequence[ManifestRow], ctx: SourceContext) -> dict[st
             prefix = _prefix(tarball, {PurePosixPath(row.source).parts[0] for row in wanted})
             members = {f"{prefix}{row.source}": row.source for row in wanted}
             extract(tarball, raw / AUDIO_DIR, members=list(members),
-                    max_member_bytes=ctx.settings.max_member_bytes, strip_components=prefix.count("/"))
+                    limits=Limits.of(ctx.settings), strip_components=prefix.count("/"))
         except ArchiveError as error:
             refused = {member_name(name): problem for name, problem in error.refused.items()}
             return {members[name]: problem for name, problem in refused.items() if name in members}

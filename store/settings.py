@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     http_timeout_s: float = Field(60.0, gt=0, description="Connect/read timeout of one HTTP request.")
     max_download_bytes: int = Field(2 << 40, gt=0, description="Largest file a download may write.")
     max_member_bytes: int = Field(16 << 30, gt=0, description="Largest archive member extraction may write.")
+    max_archive_bytes: int = Field(
+        1 << 40, gt=0, description="Most one archive's extraction may write in all (FMA full is ~880 GiB)."
+    )
+    max_compression_ratio: float = Field(
+        100.0, ge=1, description="Most bytes an archive member over 1 MiB, or a whole archive, may expand to per "
+        "compressed byte (audio ~1, MSD's HDF5 files 2.5-3.6, bombs ~1,000).",
+    )
 
     def wants_whole_tracks(self, dataset: str) -> bool:
         """Whether ``dataset`` is catalogued as whole tracks rather than ``clip_s`` windows."""

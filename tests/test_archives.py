@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from downloaders.transports.archives import extract, join_parts, list_members, read_member
+from downloaders.transports.archives import Limits, extract, join_parts, list_members, read_member
 from downloaders.transports.errors import ArchiveError, DownloadError
 from store.status import FailureClass
 
 CAP = 1 << 20
+LIMITS = Limits(member_bytes=CAP, archive_bytes=1 << 30, ratio=100)
 
 
 def content(name: str, size: int = 20_000) -> bytes:
@@ -68,7 +69,7 @@ def tree(folder: Path) -> dict[str, bytes]:
 def test_tar_of_every_compression_extracts(tmp_path: Path, mode: str) -> None:
     archive = good_tar(tmp_path / "fma_small.tar.x", mode)
 
-    paths = extract(archive, tmp_path / "out", max_member_bytes=CAP)
+    paths = extract(archive, tmp_path / "out", limits=LIMITS)
 
     assert tree(tmp_path / "out") == GOOD
     assert paths == [tmp_path / "out" / name for name in GOOD]
@@ -78,7 +79,7 @@ def test_tar_of_every_compression_extracts(tmp_path: Path, mode: str) -> None:
 def test_zip_of_every_compression_extracts_with_components_stripped(tmp_path: Path, compression: int) -> None:
     archive = write_zip(tmp_path / "fma_small.zip", GOOD, compression)
 
-    paths = extract(archive, tmp_path / "out", max_member_bytes=CAP, strip_components=1)
+    paths = extract(archive, tmp_path / "out", limits=LIMITS, strip_components=1)
 
     assert tree(tmp_path / "out") == {name.split("/", 1)[1]: data for name, data in GOOD.items()}
     assert tmp_path / "out" / "000" / "000002.mp3" in paths
@@ -91,12 +92,12 @@ def test_only_the_members_asked_for_are_extracted_and_a_tar_is_read_no_further(t
     cut = tmp_path / "raw_30s_audio-48.tar.gz"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
 
-    paths = extract(cut, tmp_path / "out", members=["48/1.mp3", "./48/3.mp3"], max_member_bytes=CAP)
+    paths = extract(cut, tmp_path / "out", members=["48/1.mp3", "./48/3.mp3"], limits=LIMITS)
 
     assert paths == [tmp_path / "out/48/1.mp3", tmp_path / "out/48/3.mp3"]
     assert tree(tmp_path / "out") == {"48/1.mp3": content("1"), "48/3.mp3": content("3")}
     with pytest.raises(DownloadError) as failed:
-        extract(cut, tmp_path / "all", max_member_bytes=CAP)
+        extract(cut, tmp_path / "all", limits=LIMITS)
     assert failed.value.reason == "truncated_archive"
 
 
@@ -120,7 +121,7 @@ def test_hostile_tar_members_are_refused_by_name_and_the_good_ones_extract(tmp_p
     out = tmp_path / "a" / "b" / "out"
 
     with pytest.raises(ArchiveError) as refused:
-        extract(archive, out, max_member_bytes=CAP)
+        extract(archive, out, limits=LIMITS)
 
     assert set(refused.value.refused) == set(hostile)
     assert {error.reason for error in refused.value.refused.values()} == {"unsafe_archive"}
@@ -141,7 +142,7 @@ def test_hostile_zip_members_are_refused_and_bzip2_members_extract(tmp_path: Pat
                         links={"out-link": "../../elsewhere", "ok-link": "fma_small/checksums"})
 
     with pytest.raises(ArchiveError) as refused:
-        extract(archive, tmp_path / "out", max_member_bytes=CAP)
+        extract(archive, tmp_path / "out", limits=LIMITS)
 
     assert set(refused.value.refused) == {"../evil.mp3", "/abs.mp3", "C:/win.mp3", "huge.mp3", "out-link"}
     assert tree(tmp_path / "out") == GOOD
@@ -157,7 +158,7 @@ def test_a_link_already_in_the_target_is_not_written_through(tmp_path: Path) -> 
     archive = write_zip(tmp_path / "fma.zip", GOOD)
 
     with pytest.raises(ArchiveError) as refused:
-        extract(archive, out, max_member_bytes=CAP)
+        extract(archive, out, limits=LIMITS)
 
     assert set(refused.value.refused) == set(GOOD)
     assert "through a link" in refused.value.refused["fma_small/checksums"].detail
@@ -169,7 +170,7 @@ def test_a_member_asked_for_but_absent_is_named_and_the_rest_extract(tmp_path: P
 
     with pytest.raises(ArchiveError) as failed:
         extract(archive, tmp_path / "out", members=["fma_small/000/000002.mp3", "fma_small/999/999999.mp3"],
-                max_member_bytes=CAP)
+                limits=LIMITS)
 
     assert list(failed.value.refused) == ["fma_small/999/999999.mp3"]
     assert failed.value.reason == "missing_member"
@@ -178,11 +179,11 @@ def test_a_member_asked_for_but_absent_is_named_and_the_rest_extract(tmp_path: P
 
 def test_a_second_extraction_skips_members_already_there(tmp_path: Path) -> None:
     archive = good_tar(tmp_path / "a.tar.gz")
-    extract(archive, tmp_path / "out", max_member_bytes=CAP)
+    extract(archive, tmp_path / "out", limits=LIMITS)
     before = {p: p.stat().st_ino for p in (tmp_path / "out").rglob("*") if p.is_file()}
     (tmp_path / "out/fma_small/checksums").write_bytes(b"short")
 
-    extract(archive, tmp_path / "out", max_member_bytes=CAP)
+    extract(archive, tmp_path / "out", limits=LIMITS)
 
     after = {p: p.stat().st_ino for p in (tmp_path / "out").rglob("*") if p.is_file()}
     changed = {p.name for p in before if before[p] != after[p]}
@@ -206,7 +207,7 @@ def test_damaged_archives_are_named_truncated_or_corrupt(tmp_path: Path) -> None
     for name, (data, reason) in cases.items():
         (tmp_path / name).write_bytes(data)
         with pytest.raises(DownloadError) as failed:
-            extract(tmp_path / name, tmp_path / "out" / name, max_member_bytes=CAP)
+            extract(tmp_path / name, tmp_path / "out" / name, limits=LIMITS)
         assert (name, failed.value.reason) == (name, reason)
         assert failed.value.failure_class == FailureClass.TRANSIENT
         assert name in failed.value.detail
@@ -245,5 +246,5 @@ def test_split_zip_parts_are_size_checked_joined_and_extract(tmp_path: Path) -> 
     for part in parts:
         part.unlink()
     assert join_parts(parts, joined, sizes=sizes).stat().st_ino == inode
-    extract(joined, tmp_path / "out", max_member_bytes=CAP)
+    extract(joined, tmp_path / "out", limits=LIMITS)
     assert tree(tmp_path / "out") == GOOD

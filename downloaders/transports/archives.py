@@ -3,12 +3,14 @@
 Formats: tar (plain, gzip, bzip2, xz) and zip (stored, deflate, bzip2 members, as FMA uses), told apart
 by their magic bytes, not by the file name. Every member is checked before a byte of it is written:
 absolute names, ``..`` components, links that resolve outside the target (judged against the real
-filesystem, symlinks included), device files and members over the size cap are refused with the member
-named, and only that member is skipped: the rest of the archive still extracts, and the refusals are
+filesystem, symlinks included), device files and members over the :class:`Limits` are refused with the
+member named, and only that member is skipped: the rest of the archive still extracts, and the refusals are
 raised together at the end as an :class:`ArchiveError`. Each member is written to a temporary name and
-renamed, so a killed run never leaves half a track; a member already present with its size is skipped,
-so a re-run is cheap. With ``members`` given only those are extracted; a tar is read once and reading
-stops as soon as the last wanted member is out (a ``--limit``-ed run touches the head of a 5 GB tar).
+renamed, so a killed run never leaves half a track, and a member refused while it is written (a tar
+member found to expand too far) leaves nothing behind: neither its temporary file nor the folders made
+for it. A member already present with its size is skipped, so a re-run is cheap. With ``members`` given
+only those are extracted; a tar is read once and reading stops as soon as the last wanted member is out (a
+``--limit``-ed run touches the head of a 5 GB tar).
 
 A tar is read to its very end when fully extracted, so a gzip trailer's CRC is checked; a file that
 ends early is ``truncated_archive``, one that fails to decode ``corrupt_archive`` (both transient: the
@@ -37,6 +39,7 @@ from typing import IO
 from downloaders.transports.errors import ArchiveError, DownloadError, permanent
 from downloaders.transports.http import Checksum, discard, hash_file
 from store.atomic import atomic_path, locked
+from store.settings import Settings
 
 _BLOCK = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -48,6 +51,54 @@ _UNIX = 3
 _DECODE_ERRORS = (zlib.error, lzma.LZMAError, zipfile.BadZipFile, tarfile.ReadError, OSError)
 BROKEN = frozenset({"truncated_archive", "corrupt_archive"})
 """Reasons that mean the downloaded archive itself is damaged, so only a fresh download helps."""
+SMALL_BYTES = 1 << 20
+"""What any member, and any archive, may expand to whatever its compression ratio. Small files (a header, a
+short text, a silent clip) compress far better than audio and cannot fill a disk one by one: the ratio of
+the archive as a whole still bounds a crowd of them."""
+_STEP = 1 << 16
+"""Most compressed bytes a tar's decompressor gets per read."""
+_HELD = {"r:gz": 0, "r:xz": 1 << 16, "r:bz2": 1 << 20}
+"""Compressed bytes a decompressor may hold before what they decompress to comes out: none for gzip's
+stream, an LZMA2 chunk (at most 64 KiB compressed) for xz, a whole block (at most ~900 kB) for bzip2. The
+compressed bytes counted while a tar member is written miss at most these plus one read of what it came
+from, so its ratio is judged with them added."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How far one extraction may expand; a member over any of them is refused and nothing of it is written.
+
+    The defaults (``Settings``) fit the published archives with room to spare and stop decompression bombs:
+
+    * ``member_bytes`` (``max_member_bytes``, 16 GiB): one member. The largest real members are FMA full's
+      longest MP3s and MusicBench's WAVs, far under a GiB.
+    * ``archive_bytes`` (``max_archive_bytes``, 1 TiB): everything one extraction writes. FMA full
+      (``fma_full.zip``, ~880 GiB of MP3s) is the largest archive any source extracts whole.
+    * ``ratio`` (``max_compression_ratio``, 100): bytes written per compressed byte, for each member over
+      :data:`SMALL_BYTES` and for the archive as a whole (everything written at most ``ratio`` times the
+      archive's size, plus :data:`SMALL_BYTES`). MP3s and FLACs (FMA, MTG-Jamendo, MagnaTagATune) are
+      already compressed (~1) and WAVs gzip to ~1.1-1.5. The MSD subset's HDF5 track files (float64 analysis
+      arrays of three-decimal values, zero-padded 1,024-byte strings) gzip to 2.5-3.6, the shortest songs
+      the most (``benchmarks/archive_ratios.py``), and metadata CSVs to ~4-8: a tenth of the cap at most.
+      Deflate's ceiling is ~1,030 and bzip2's is higher, so a bomb (1 MiB of zip that expands to 1 GiB) is
+      refused long before it fills a disk.
+
+    A zip states each member's sizes, so its members are judged before a byte is written; a compressed tar
+    does not, so each member's ratio is measured on the compressed bytes read while it is written, and the
+    member is refused (its temporary file deleted) as soon as it goes over.
+    """
+
+    member_bytes: int
+    archive_bytes: int
+    ratio: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(settings.max_member_bytes, settings.max_archive_bytes, settings.max_compression_ratio)
+
+    def expands(self, compressed: int) -> int:
+        """The most that ``compressed`` bytes may expand to."""
+        return int(self.ratio * compressed) + SMALL_BYTES
 
 
 @dataclass(frozen=True)
@@ -58,6 +109,13 @@ class _Member:
     size: int
     link: str = ""
     open: Callable[[], IO[bytes]] | None = None
+    compressed: int | None = None
+    """Its size in the archive where the archive says so (a zip); ``None`` where it is only known by reading
+    (a compressed tar)."""
+    read_so_far: Callable[[], int] | None = None
+    """Compressed bytes read from the archive so far, for measuring a member whose ``compressed`` is unknown."""
+    held: int = 0
+    """Compressed bytes of the member that may have been read before it started (see :data:`_HELD`)."""
 
 
 def _normal(name: str) -> str:
@@ -66,6 +124,13 @@ def _normal(name: str) -> str:
 
 def _unsafe(archive: Path, name: str, why: str) -> DownloadError:
     return permanent("unsafe_archive", f"{archive.name}: member {name!r} {why}; it was not extracted.")
+
+
+def _over(archive: Path, name: str, why: str, setting: str) -> DownloadError:
+    """A member refused by one of the :class:`Limits`: what it is, and the setting that would let it in."""
+    return permanent("unsafe_archive", f"{archive.name}: member {name!r} {why} ({setting}), so it was not "
+                     f"extracted. If you trust this archive, raise {setting} (MUSICTEXT_{setting.upper()} or "
+                     "musictext.toml) and re-run with --force.")
 
 
 def _broken(archive: Path, error: BaseException) -> DownloadError:
@@ -101,6 +166,31 @@ def _is_tar_header(block: bytes) -> bool:
     return True
 
 
+class _Counted:
+    """The archive file as a tar's decompressor reads it: at most :data:`_STEP` bytes a read, counted."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(_STEP if size < 0 else min(size, _STEP))
+        self.count += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def read_so_far(self) -> int:
+        return self.count
+
+
 @contextmanager
 def _members(archive: Path) -> Iterator[Iterator[_Member]]:
     """The archive's members in order, whatever the format; decoding errors become DownloadErrors."""
@@ -110,8 +200,10 @@ def _members(archive: Path) -> Iterator[Iterator[_Member]]:
             with zipfile.ZipFile(archive) as handle:
                 yield _zip_members(handle)
         else:
-            with tarfile.open(archive, mode) as handle:
-                yield _tar_members(handle)
+            with archive.open("rb") as raw:
+                counted = _Counted(raw) if mode != "r:" else None
+                with tarfile.open(fileobj=counted or raw, mode=mode) as handle:  # type: ignore[arg-type]
+                    yield _tar_members(handle, counted, _STEP + _HELD.get(mode, 0))
     except (EOFError, *_DECODE_ERRORS) as error:
         if isinstance(error, OSError) and error.errno is not None:
             raise DownloadError("io_error", f"{archive}: reading or extracting failed ({error}); check free "
@@ -119,17 +211,21 @@ def _members(archive: Path) -> Iterator[Iterator[_Member]]:
         raise _broken(archive, error) from error
 
 
-def _tar_members(handle: tarfile.TarFile) -> Iterator[_Member]:
+def _tar_members(handle: tarfile.TarFile, counted: _Counted | None, held: int) -> Iterator[_Member]:
+    """A plain tar's members are stored as they are (compressed size = size); a compressed tar's are
+    measured as they are read."""
     for info in handle:
+        measure = ({"compressed": info.size} if counted is None
+                   else {"read_so_far": counted.read_so_far, "held": held})
         if info.isreg():
-            yield _Member(info.name, "file", info.size, open=lambda info=info: handle.extractfile(info))
+            yield _Member(info.name, "file", info.size, open=lambda info=info: handle.extractfile(info), **measure)
         elif info.isdir():
             yield _Member(info.name, "dir", 0)
         elif info.issym():
             yield _Member(info.name, "symlink", 0, link=info.linkname)
         elif info.islnk():
             yield _Member(info.name, "hardlink", info.size, link=info.linkname,
-                          open=lambda info=info: handle.extractfile(info))
+                          open=lambda info=info: handle.extractfile(info), **measure)
         else:
             yield _Member(info.name, "special", 0)
     _drain(handle)
@@ -152,20 +248,24 @@ def _zip_members(handle: zipfile.ZipFile) -> Iterator[_Member]:
         elif kind not in (0, stat.S_IFREG):
             yield _Member(info.filename, "special", 0)
         else:
-            yield _Member(info.filename, "file", info.file_size, open=lambda info=info: handle.open(info))
+            yield _Member(info.filename, "file", info.file_size, open=lambda info=info: handle.open(info),
+                          compressed=info.compress_size)
 
 
 class _Extraction:
     """One pass over an archive: where each wanted member goes, what was written, what was refused."""
 
-    def __init__(self, archive: Path, target_dir: Path, members: Collection[str] | None,
-                 max_member_bytes: int, strip_components: int) -> None:
+    def __init__(self, archive: Path, target_dir: Path, members: Collection[str] | None, limits: Limits,
+                 strip_components: int) -> None:
         self.archive = archive
         self.target_dir = target_dir
         self.root = os.path.realpath(target_dir)
         self.wanted = None if members is None else {_normal(name): name for name in members}
-        self.cap = max_member_bytes
+        self.limits = limits
+        self.expands = limits.expands(archive.stat().st_size)
+        """What the whole archive may expand to, by ``max_compression_ratio``."""
         self.strip = strip_components
+        self.written = 0
         self.extracted: list[Path] = []
         self.refused: dict[str, DownloadError] = {}
 
@@ -186,7 +286,7 @@ class _Extraction:
             self.refused[member.name] = refusal
 
     def _check(self, member: _Member) -> None:
-        """Refusals that need only the archive's own word: names, link names, kinds and sizes."""
+        """Refusals that need only the archive's own word: names, link names and kinds."""
         if _escapes(member.name):
             raise _unsafe(self.archive, member.name, "has an absolute path or a '..' component")
         if member.kind == "hardlink" and _escapes(member.link):
@@ -195,9 +295,38 @@ class _Extraction:
             raise self._outside(member)
         if member.kind == "special":
             raise _unsafe(self.archive, member.name, "is a device, fifo or other special file")
-        if member.size > self.cap:
-            raise _unsafe(self.archive, member.name, f"is {member.size:,} bytes, over the cap of "
-                          f"{self.cap:,} bytes (max_member_bytes)")
+
+    def _check_size(self, member: _Member) -> None:
+        """The :class:`Limits` a member is judged by before it is written, on the sizes the archive states."""
+        size, total = member.size, self.written + member.size
+        if size > self.limits.member_bytes:
+            raise self._over(member, f"is {size:,} bytes, over the cap of {self.limits.member_bytes:,}",
+                             "max_member_bytes")
+        if member.compressed is not None and size > self.limits.expands(member.compressed):
+            raise self._over(member, f"expands {member.compressed:,} compressed bytes to {size:,}, {self._ratio()}",
+                             "max_compression_ratio")
+        if total > self.limits.archive_bytes:
+            raise self._over(member, f"would bring this extraction to {total:,} bytes, over the cap of "
+                             f"{self.limits.archive_bytes:,}", "max_archive_bytes")
+        if total > self.expands:
+            raise self._over(member, f"would bring this extraction to {total:,} bytes, over {self.limits.ratio:g} "
+                             f"times the archive's {self.archive.stat().st_size:,} bytes", "max_compression_ratio")
+
+    def _check_written(self, member: _Member, written: int, compressed: int | None) -> None:
+        """The :class:`Limits` a member is held to while it is written (a size that lied, a tar's ratio). What
+        it says holds no figure measured on the way, so a refusal reads the same on every run."""
+        if written > self.limits.member_bytes:
+            raise self._over(member, f"holds more than the cap of {self.limits.member_bytes:,} bytes",
+                             "max_member_bytes")
+        if compressed is not None and written > self.limits.expands(compressed + member.held):
+            raise self._over(member, f"of {member.size:,} bytes decompresses {self._ratio()}",
+                             "max_compression_ratio")
+
+    def _ratio(self) -> str:
+        return f"over the ratio of {self.limits.ratio:g} to 1 (a decompression bomb, or a damaged archive)"
+
+    def _over(self, member: _Member, why: str, setting: str) -> DownloadError:
+        return _over(self.archive, member.name, why, setting)
 
     def _outside(self, member: _Member) -> DownloadError:
         return _unsafe(self.archive, member.name, f"is a link to {member.link!r}, outside the target folder")
@@ -206,22 +335,23 @@ class _Extraction:
         return path == self.root or path.startswith(self.root + os.sep)
 
     def _folder(self, member: _Member, parts: list[str]) -> str:
-        """Create a folder of the target and return its real path; refuse when an earlier symlink member
-        makes it lie outside the target."""
+        """The real path of a folder of the target; refused when an earlier symlink member makes it lie
+        outside the target."""
         real = os.path.realpath(os.path.join(self.root, *parts))
         if not self._inside(real):
             raise _unsafe(self.archive, member.name, f"would be written through a link to {real}")
-        os.makedirs(real, exist_ok=True)
         return real
 
     def _write(self, member: _Member, parts: list[str]) -> None:
         if member.kind == "dir":
-            self._folder(member, parts)
+            os.makedirs(self._folder(member, parts), exist_ok=True)
             return
         path = Path(self._folder(member, parts[:-1])) / parts[-1]
         if member.kind == "symlink":
+            os.makedirs(path.parent, exist_ok=True)
             self._symlink(member, path)
-        else:
+        elif not _present(path, member.size):
+            self._check_size(member)
             self._copy(member, path)
         self.extracted.append(self.target_dir.joinpath(*parts))
 
@@ -237,21 +367,50 @@ class _Extraction:
         os.symlink(member.link, path)
 
     def _copy(self, member: _Member, path: Path) -> None:
-        try:
-            present = path.lstat()
-        except FileNotFoundError:
-            present = None
-        if present is not None and stat.S_ISREG(present.st_mode) and present.st_size == member.size:
-            return
+        """Write the member through a temporary file; refused on the way, it leaves neither that file nor the
+        folders made for it."""
         assert member.open is not None
-        with atomic_path(path) as temp, member.open() as source, temp.open("wb") as sink:
-            written = 0
-            while block := source.read(_BLOCK):
-                written += len(block)
-                if written > self.cap:
-                    raise _unsafe(self.archive, member.name, f"holds more than the cap of {self.cap:,} bytes "
-                                  "(max_member_bytes)")
-                sink.write(block)
+        made = _missing_folders(path.parent)
+        try:
+            with atomic_path(path) as temp, member.open() as source, temp.open("wb") as sink:
+                start = member.read_so_far() if member.read_so_far else 0
+                written = 0
+                while block := source.read(_BLOCK):
+                    written += len(block)
+                    read = member.read_so_far() - start if member.read_so_far else None
+                    self._check_written(member, written, read)
+                    sink.write(block)
+        except DownloadError:
+            _remove_empty(made)
+            raise
+        self.written += written
+
+
+def _present(path: Path, size: int) -> bool:
+    """Whether ``path`` already holds a regular file of ``size`` bytes (extracted by an earlier run)."""
+    try:
+        present = path.lstat()
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(present.st_mode) and present.st_size == size
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders that writing into ``folder`` will create, deepest first."""
+    missing = []
+    while not folder.is_dir() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) where they are still empty; another writer's file keeps its own."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _escapes(name: str) -> bool:
@@ -260,7 +419,7 @@ def _escapes(name: str) -> bool:
     return absolute or ".." in name.replace("\\", "/").split("/")
 
 
-def extract(archive: Path, target_dir: Path, *, members: Collection[str] | None = None, max_member_bytes: int,
+def extract(archive: Path, target_dir: Path, *, members: Collection[str] | None = None, limits: Limits,
             strip_components: int = 0) -> list[Path]:
     """Extract ``archive`` (or only ``members``, named as in the archive) under ``target_dir``; returns the
     files and links written or already there. Refused and missing members raise :class:`ArchiveError`
@@ -268,7 +427,7 @@ def extract(archive: Path, target_dir: Path, *, members: Collection[str] | None 
     if members is not None and not members:
         return []
     target_dir.mkdir(parents=True, exist_ok=True)
-    work = _Extraction(archive, target_dir, members, max_member_bytes, strip_components)
+    work = _Extraction(archive, target_dir, members, limits, strip_components)
     with _members(archive) as found:
         for member in found:
             work.take(member)
@@ -294,7 +453,7 @@ def discard_if_broken(error: DownloadError, *downloads: Path) -> bool:
 
 def extract_verified(
     fetch: Callable[[], Path], target_dir: Path, members: Sequence[str], *,
-    check: Callable[[str], DownloadError | None], max_member_bytes: int,
+    check: Callable[[str], DownloadError | None], limits: Limits,
 ) -> dict[str, DownloadError | None]:
     """Each member's outcome under ``target_dir``: ``None`` when it is there and passes ``check`` (the
     dataset's comparison with its published list, see :func:`member_mismatch`), else why not.
@@ -306,13 +465,13 @@ def extract_verified(
     outcome: dict[str, DownloadError | None] = {member: None for member in members if check(member) is None}
     missing = [member for member in members if member not in outcome]
     if missing:
-        outcome.update(_extract_checked(fetch, target_dir, missing, check, max_member_bytes))
+        outcome.update(_extract_checked(fetch, target_dir, missing, check, limits))
     return {member: outcome[member] for member in members}
 
 
 def _extract_checked(
     fetch: Callable[[], Path], target_dir: Path, members: Sequence[str],
-    check: Callable[[str], DownloadError | None], max_member_bytes: int,
+    check: Callable[[str], DownloadError | None], limits: Limits,
 ) -> dict[str, DownloadError | None]:
     try:
         archive = fetch()
@@ -320,7 +479,7 @@ def _extract_checked(
         return dict.fromkeys(members, error)
     failures: Mapping[str, DownloadError] = {}
     try:
-        extract(archive, target_dir, members=members, max_member_bytes=max_member_bytes)
+        extract(archive, target_dir, members=members, limits=limits)
     except ArchiveError as error:
         failures = error.refused
     except DownloadError as error:
