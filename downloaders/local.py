@@ -8,9 +8,12 @@ The captions file (option ``captions``; by default ``captions.csv`` or ``caption
   of strings); ``tags`` (a list of strings, or one string separated as in CSV); ``split``.
 
 Paths are relative to the folder (absolute paths inside it are accepted too); rows naming the same file
-are merged. A malformed row (no path, bad JSON, a path outside the folder, a field of the wrong type)
-is skipped and recorded as a failed ``catalog`` status record with id ``local:<captions file>#<line>``
-(a later run that no longer rejects it records it as ok); the rest of the file is used.
+are merged. A malformed row (no path, bad JSON, a path outside the folder, a field of the wrong type, bytes
+that are not UTF-8, a CSV field longer than the csv module's 128 KiB limit or another CSV error) is
+skipped and recorded as a failed ``catalog`` status record with id ``local:<captions file>#<line>``, the
+line the row starts on (a later run that no longer rejects it records it as ok); the rest of the file is
+used. A CSV row csv gives up on part-way ends where CSV's quoting says it does, so the rows after it are
+read as the rows they are.
 
 Audio files in the folder (recursively, by extension, hidden files skipped) that the captions file does
 not list are catalogued with no captions, so a folder without a captions file works too. A file listed
@@ -31,7 +34,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from downloaders.base import BadRow, Rejected, Source, SourceContext, SourceError, record_catalog_outcomes
 from processors.clip import catalog_spans
@@ -51,6 +54,12 @@ AUDIO_SUFFIXES = frozenset(
 DEFAULT_CAPTIONS = ("captions.csv", "captions.jsonl")
 _TAG_SEPARATORS = re.compile(r"[;,]")
 _LINE_ID = re.compile(rf"^{DATASET}:.+#\d+$")
+_UNDECODED = re.compile("[\udc80-\udcff]")
+"""A byte that is not UTF-8, as ``surrogateescape`` decoding leaves it."""
+_QUOTED_REST = re.compile(r'(?:[^"]|"")*+"')
+"""The rest of a quoted CSV field, through its closing quote (a doubled quote is a quote inside it)."""
+_FIELD_END = re.compile(r"[,\r\n]")
+"""What ends a CSV field outside quotes."""
 
 log = logging.getLogger(__name__)
 
@@ -141,17 +150,120 @@ def _captions_file(folder: Path, option: str | None) -> Path | None:
     return found[0] if found else None
 
 
-def _csv_records(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if "path" not in (reader.fieldnames or []):
-            raise SourceError(f"{path}: the header row must name a 'path' column (found {reader.fieldnames})")
-        try:
-            for row in reader:
-                cells = {key: value for key, value in row.items() if isinstance(value, str) and key}
-                yield reader.line_num - sum(value.count("\n") for value in cells.values()), cells
-        except csv.Error as error:
-            raise SourceError(f"{path} line {reader.line_num}: unreadable CSV ({error}); fix it") from None
+def _open_text(path: Path, newline: str | None = None) -> TextIO:
+    """``path`` as UTF-8 text (a byte order mark dropped) in which a byte that is not UTF-8 becomes a lone
+    surrogate rather than an error, so that it costs its own row (:func:`_undecodable`), not the file."""
+    return path.open(encoding="utf-8-sig", errors="surrogateescape", newline=newline)
+
+
+def _undecodable(lines: list[str], first: int) -> BadRow | None:
+    """Why a row read from ``lines`` (the first numbered ``first``) cannot be used, if it holds a byte that is
+    not UTF-8."""
+    for number, text in enumerate(lines, start=first):
+        found = _UNDECODED.search(text)
+        if found is not None:
+            where = f"column {found.start() + 1}" if number == first else f"line {number}, column {found.start() + 1}"
+            return BadRow("bad_encoding", f"byte 0x{ord(found.group()) - 0xDC00:02X} ({where}) is not UTF-8; the "
+                                          "file was probably saved as Latin-1 or Windows-1252: save it as UTF-8")
+    return None
+
+
+class _Lines:
+    """A text file's lines as csv reads them, numbered, with those of the row being read kept: to say which
+    line a row starts on and to find where a row csv gave up on ends."""
+
+    def __init__(self, handle: TextIO) -> None:
+        self._handle = handle
+        self.read = 0
+        self.row: list[str] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._handle)
+        self.read += 1
+        self.row.append(line)
+        return line
+
+    def next_row(self) -> None:
+        self.row = []
+
+    @property
+    def first(self) -> int:
+        return self.read - len(self.row) + 1
+
+
+def _csv_records(path: Path) -> Iterator[tuple[int, dict[str, str] | BadRow]]:
+    with _open_text(path, newline="") as handle:
+        lines = _Lines(handle)
+        reader = csv.reader(lines)
+        header = _csv_header(path, reader)
+        while True:
+            lines.next_row()
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                yield lines.first, _unreadable(error, lines)
+                _skip_rest_of_row(lines)
+                continue
+            if cells:
+                named = {key: value for key, value in zip(header, cells, strict=False) if key}
+                yield lines.first, _undecodable(lines.row, lines.first) or named
+
+
+def _csv_header(path: Path, reader: Iterator[list[str]]) -> list[str]:
+    """The header row, which must name a ``path`` column; a file without one is the user's mistake, said once."""
+    try:
+        header = next(reader, None)
+    except csv.Error as error:
+        raise SourceError(f"{path}: the header row is unreadable CSV ({error}); fix it") from None
+    if "path" not in (header or []):
+        raise SourceError(f"{path}: the header row must name a 'path' column (found {header})")
+    return header or []
+
+
+def _unreadable(error: csv.Error, lines: _Lines) -> BadRow:
+    """A row csv gave up on: too long a field (its limit is 128 KiB), a NUL byte or another CSV error."""
+    runs = f" (the row runs to line {lines.read})" if lines.read > lines.first else ""
+    if "field larger than field limit" in str(error):
+        return BadRow("field_too_long", f"a field is longer than {csv.field_size_limit():,} characters{runs}: a "
+                                        "caption that long is a mistake, or a quote opened and never closed; "
+                                        "shorten the field or close its quote")
+    return BadRow("bad_csv", f"unreadable CSV ({error}){runs}; fix the row")
+
+
+def _skip_rest_of_row(lines: _Lines) -> None:
+    """Read on to where a row csv gave up on really ends. csv starts its next row on the next line, which
+    lies inside the row when it gave up within quotes that close lines later: those lines would be read as
+    rows of their own."""
+    inside = _ends_in_quotes("".join(lines.row))
+    while inside:
+        line = next(lines, None)
+        if line is None:
+            return
+        inside = _ends_in_quotes(line, inside=True)
+
+
+def _ends_in_quotes(text: str, *, inside: bool = False) -> bool:
+    """Whether CSV (csv's default dialect) is inside a quoted field at the end of ``text``, which starts
+    ``inside`` one or at the start of a field."""
+    position = 0
+    while True:
+        if inside:
+            closed = _QUOTED_REST.match(text, position)
+            if closed is None:
+                return True
+            position, inside = closed.end(), False
+        elif text.startswith('"', position):
+            position, inside = position + 1, True
+            continue
+        end = _FIELD_END.search(text, position)
+        if end is None:
+            return False
+        position = end.end()
 
 
 def _csv_fields(cells: dict[str, str]) -> dict[str, Any]:
@@ -162,9 +274,13 @@ def _csv_fields(cells: dict[str, str]) -> dict[str, Any]:
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadRow]]:
-    with path.open(encoding="utf-8-sig") as handle:
+    with _open_text(path) as handle:
         for number, text in enumerate(handle, start=1):
             if not text.strip():
+                continue
+            undecodable = _undecodable([text], number)
+            if undecodable is not None:
+                yield number, undecodable
                 continue
             try:
                 record = json.loads(text)

@@ -253,3 +253,79 @@ def test_every_good_file_becomes_a_clip_and_every_bad_one_has_a_reason(audio_fol
     assert outcomes == {fixture.path.name: fixture.reason for fixture in fixtures.values()}
     clips = sorted(path.name for path in ctx.root.clip_dir("local").iterdir())
     assert clips == sorted(f"{fixture.path.name}.flac" for fixture in fixtures.values() if fixture.ok)
+
+
+# ---- broken captions files: each bad row costs itself, with the line it starts on ---------------------------
+
+LONG = "x" * (200 << 10)
+"""A caption over csv's 128 KiB field limit."""
+
+
+def _rows_and_failures(ctx: SourceContext) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, str]]]:
+    rows = {row.source: row.captions for row in SOURCE.catalog(ctx)}
+    failures = {item: (record.reason, record.detail) for item, record in catalog_status(ctx).items()}
+    return rows, failures
+
+
+def test_bytes_that_are_not_utf8_cost_their_own_csv_row(folder_copy, tmp_path):
+    folder, names = folder_copy
+    wav, flac, mp3 = names["wav_stereo"], names["flac_chord"], names["mp3"]
+    (folder / "captions.csv").write_bytes(
+        b"path,caption\n"
+        + f"{wav},Fine\n".encode()
+        + f"{flac},Caf\xe9 in Latin-1\n".encode("latin-1")
+        + f'{mp3},"Two lines,\n'.encode() + b'the second caf\xe9"\n'
+        + f"{names['ogg_vorbis']},After them\n".encode()
+    )
+
+    rows, failures = _rows_and_failures(context(tmp_path, folder, Settings()))
+
+    assert failures == {
+        "local:captions.csv#3": ("bad_encoding", "captions.csv line 3: byte 0xE9 (column "
+                                 f"{len(flac) + 5}) is not UTF-8; the file was probably saved as Latin-1 or "
+                                 "Windows-1252: save it as UTF-8"),
+        "local:captions.csv#4": ("bad_encoding", failures["local:captions.csv#4"][1]),
+    }
+    assert "(line 5, column 15)" in failures["local:captions.csv#4"][1]
+    assert rows[wav] == ("Fine",) and rows[names["ogg_vorbis"]] == ("After them",)
+    assert rows[flac] == () and rows[mp3] == (), "their files are still catalogued, without the bad rows"
+
+
+def test_bytes_that_are_not_utf8_cost_their_own_jsonl_line(folder_copy, tmp_path):
+    folder, names = folder_copy
+    lines = [json.dumps({"path": names["wav_stereo"], "caption": "Fine"}).encode(),
+             b'{"path": "' + names["flac_chord"].encode() + b'", "caption": "Caf\xe9"}',
+             json.dumps({"path": names["ogg_vorbis"], "caption": "After"}).encode()]
+    (folder / "captions.jsonl").write_bytes(b"\xef\xbb\xbf" + b"\n".join(lines) + b"\n")
+
+    rows, failures = _rows_and_failures(context(tmp_path, folder, Settings()))
+
+    assert list(failures) == ["local:captions.jsonl#2"]
+    assert failures["local:captions.jsonl#2"][0] == "bad_encoding"
+    assert "byte 0xE9 (column " in failures["local:captions.jsonl#2"][1]
+    assert rows[names["wav_stereo"]] == ("Fine",) and rows[names["ogg_vorbis"]] == ("After",)
+
+
+def test_a_csv_caption_over_128_kib_costs_its_row_named_by_its_first_line(folder_copy, tmp_path):
+    """One too long on a line of its own, one quoted over four lines: each is one failure at the line it
+    starts on, and the lines inside the second are not read as rows of their own."""
+    folder, names = folder_copy
+    wav, flac, mp3, ogg = names["wav_stereo"], names["flac_chord"], names["mp3"], names["ogg_vorbis"]
+    half = LONG[: len(LONG) // 2]
+    (folder / "captions.csv").write_text(
+        "path,caption\n"
+        f"{wav},Before\n"
+        f"{flac},{LONG}\n"
+        f"{mp3},Between\n"
+        f'{ogg},"{half}\n{half}\nnot.wav,a row inside the quotes\n""quoted"" end"\n'
+        f"{names['wav_8bit']},After\n"
+    )
+
+    rows, failures = _rows_and_failures(context(tmp_path, folder, Settings()))
+
+    assert {item: reason for item, (reason, _) in failures.items()} == {
+        "local:captions.csv#3": "field_too_long", "local:captions.csv#5": "field_too_long"}
+    assert "longer than 131,072 characters: " in failures["local:captions.csv#3"][1]
+    assert "(the row runs to line 6)" in failures["local:captions.csv#5"][1]
+    assert rows[wav] == ("Before",) and rows[mp3] == ("Between",) and rows[names["wav_8bit"]] == ("After",)
+    assert "not.wav" not in rows
