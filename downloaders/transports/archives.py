@@ -71,17 +71,18 @@ class Limits:
     The defaults (``Settings``) fit the published archives with room to spare and stop decompression bombs:
 
     * ``member_bytes`` (``max_member_bytes``, 16 GiB): one member. The largest real members are FMA full's
-      longest MP3s and MusicBench's WAVs, far under a GiB.
+      untrimmed MP3s, a few hundred MB for the longest.
     * ``archive_bytes`` (``max_archive_bytes``, 1 TiB): everything one extraction writes. FMA full
       (``fma_full.zip``, ~880 GiB of MP3s) is the largest archive any source extracts whole.
     * ``ratio`` (``max_compression_ratio``, 100): bytes written per compressed byte, for each member over
       :data:`SMALL_BYTES` and for the archive as a whole (everything written at most ``ratio`` times the
-      archive's size, plus :data:`SMALL_BYTES`). MP3s and FLACs (FMA, MTG-Jamendo, MagnaTagATune) are
-      already compressed (~1) and WAVs gzip to ~1.1-1.5. The MSD subset's HDF5 track files (float64 analysis
-      arrays of three-decimal values, zero-padded 1,024-byte strings) gzip to 2.5-3.6, the shortest songs
-      the most (``benchmarks/archive_ratios.py``), and metadata CSVs to ~4-8: a tenth of the cap at most.
-      Deflate's ceiling is ~1,030 and bzip2's is higher, so a bomb (1 MiB of zip that expands to 1 GiB) is
-      refused long before it fills a disk.
+      archive's size, plus :data:`SMALL_BYTES`). MP3s (FMA, MTG-Jamendo, MagnaTagATune) are compressed
+      already (~1) and recorded music in WAV (MusicBench) gzips little. The MSD subset's HDF5 track files
+      (float64 analysis arrays of three-decimal values, zero-padded 1,024-byte strings) gzip to 2.5-3.6, the
+      shortest songs the most (measured by ``benchmarks/archive_ratios.py``): far under the cap. Deflate's
+      ceiling is ~1,030 and bzip2's is higher, so a bomb (1 MiB of zip that expands to 1 GiB) is refused
+      before a byte of it is written. A member of pure silence over :data:`SMALL_BYTES` is refused too; it
+      would be rejected as silent later anyway.
 
     A zip states each member's sizes, so its members are judged before a byte is written; a compressed tar
     does not, so each member's ratio is measured on the compressed bytes read while it is written, and the
