@@ -18,7 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import httpx2
 from huggingface_hub import constants, snapshot_download, try_to_load_from_cache
+from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
+
+from store.secrets import causes, scrub, scrubbed_logs
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 LOCAL_REVISION = "local"
@@ -70,6 +74,10 @@ class MissingWeightsError(RuntimeError):
     """Weights are not on this machine; the message names the command that fetches them."""
 
 
+class WeightsFetchError(MissingWeightsError):
+    """The Hub did not hand the weights over; the message says why and what to do, with no credential in it."""
+
+
 def locate_weights(
     spec: WeightsSpec, weights: Path | None = None, *, cache_dir: Path | None = None
 ) -> LocatedWeights:
@@ -96,14 +104,53 @@ def fetch_weights(spec: WeightsSpec, *, endpoint: str, cache_dir: Path | None = 
 
     The one place weights are downloaded: ``musictext models fetch`` calls it where the internet is
     reachable; runs only ever :func:`locate_weights`. huggingface_hub resumes interrupted files and skips
-    complete ones, so fetching again is cheap. The token comes from ``HF_TOKEN`` and is never printed.
+    complete ones, so fetching again is cheap. The token (``HF_TOKEN`` or the one ``hf auth login`` saved) is
+    never shown: Hub errors echo request headers, so every failure becomes a :class:`WeightsFetchError` whose
+    message is scrubbed and whose chain is dropped, and the library's log records are scrubbed as they are made.
     """
     for part in (spec, *spec.requires):
-        snapshot_download(
-            part.repo_id, revision=part.revision, allow_patterns=[*part.files, *part.weight_files],
-            endpoint=endpoint, cache_dir=cache_dir,
-        )
+        try:
+            with scrubbed_logs():
+                snapshot_download(
+                    part.repo_id, revision=part.revision, allow_patterns=[*part.files, *part.weight_files],
+                    endpoint=endpoint, cache_dir=cache_dir,
+                )
+        except (OSError, httpx2.HTTPError) as error:  # the Hub's errors are OSErrors; the client's are not
+            where = f"{part.repo_id} at revision {part.revision[:12]} from {endpoint}"
+            raise WeightsFetchError(
+                f"could not fetch the {spec.title} weights ({where}): {_fetch_failure(error, endpoint)}"
+            ) from None
     return locate_weights(spec, cache_dir=cache_dir)
+
+
+def _fetch_failure(error: Exception, endpoint: str) -> str:
+    """Why a download failed and what to do, from the first error in the chain that says; scrubbed."""
+    chain = causes(error)
+    for cause in chain:
+        said = scrub(" ".join(str(cause).split())[:300])
+        if isinstance(cause, GatedRepoError):
+            return f"the repository is gated ({said}); accept its conditions on the Hub, then set HF_TOKEN."
+        if isinstance(cause, HfHubHTTPError) and cause.response is not None:
+            return _refusal(cause.response.status_code, scrub(cause.server_message or ""))
+        if isinstance(cause, httpx2.TransportError):
+            return (f"could not reach {endpoint} ({said}); check the network, or settings.hf_endpoint "
+                    "(MUSICTEXT_HF_ENDPOINT) for a mirror.")
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return f"writing to the Hugging Face cache failed ({said}); check free space and permissions."
+    return scrub(" ".join(str(chain[-1]).split())[:300]) or type(chain[-1]).__name__
+
+
+def _refusal(status: int, server_message: str) -> str:
+    said = f": {' '.join(server_message.split())[:300]}" if server_message else ""
+    if status in (401, 403):
+        advice = "set HF_TOKEN to a token with access (a private or gated repository needs one)."
+    elif status in (404, 410):
+        advice = "check settings.hf_endpoint: a mirror must hold this repository at this revision."
+    elif status == 429 or status >= 500:
+        advice = "a fault on the Hub's side; run the command again later."
+    else:
+        advice = "see the Hub's answer above."
+    return f"the Hub answered {status}{said}; {advice}"
 
 
 def _from_directory(spec: WeightsSpec, directory: Path) -> LocatedWeights:

@@ -71,10 +71,14 @@ def parse_options(pairs: list[str] | None) -> dict[str, str]:
 @contextlib.contextmanager
 def prefect_mode() -> Iterator[None]:
     """Without a server, skip flow heartbeats: they only feed a server's crash detection and cost ~1 s
-    per flow run when the flow ends. With ``PREFECT_API_URL`` set, Prefect's own settings apply."""
+    per flow run when the flow ends, and watch Prefect's temporary server so that it ends with this command,
+    even a killed one (``flows.ephemeral``). With ``PREFECT_API_URL`` set, Prefect's own settings apply."""
     if PREFECT_API_URL.value():
         yield
         return
+    from flows.ephemeral import watch_temporary_server  # loads Prefect's server: only when it runs here
+
+    watch_temporary_server()
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
 

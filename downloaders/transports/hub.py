@@ -3,9 +3,10 @@
 The endpoint is ``settings.hf_endpoint``, passed to every call (``endpoint=``), so a lab mirror or the test
 mirror stands in without touching ``HF_ENDPOINT``. Revisions are pinned by the caller. The token comes
 from ``HF_TOKEN`` in the environment when set (gated or private repos); it is handed to the library and
-never logged: error details are scrubbed of it. ``hf_hub_download`` does not retry a 5xx or 429 on its
-metadata request, so each call is wrapped in the transports' policy (``retry.py``); answers that will
-not change (missing repo, revision or file; refused access) fail at once with a permanent reason.
+never shown: error details and the library's log records are scrubbed of it (``store.secrets``).
+``hf_hub_download`` does not retry a 5xx or 429 on its metadata request, so each call is wrapped in the
+transports' policy (``retry.py``); answers that will not change (missing repo, revision or file; refused
+access) fail at once with a permanent reason.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from huggingface_hub.errors import (
 
 from downloaders.transports.errors import DownloadError, permanent
 from downloaders.transports.retry import Retryable, parse_retry_after, with_retries
+from store.secrets import causes, scrub, scrubbed_logs
 from store.settings import Settings
 
 T = TypeVar("T")
@@ -39,24 +41,10 @@ def _token() -> str | bool:
     return os.environ.get("HF_TOKEN") or False
 
 
-def _scrub(text: str) -> str:
-    token = _token()
-    return text.replace(token, "<HF_TOKEN>") if isinstance(token, str) else text
-
-
-def _causes(error: BaseException) -> list[BaseException]:
-    """The error and what caused it: the library wraps the failed metadata request in a local-file error."""
-    chain = []
-    while error is not None and error not in chain:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
-    return chain
-
-
 def _classify(error: Exception, what: str) -> Exception:
     """What a library error means for us: a Retryable, a permanent DownloadError, or itself (a bug)."""
-    for cause in _causes(error):
-        message = _scrub(str(cause).splitlines()[0] if str(cause) else type(cause).__name__)
+    for cause in causes(error):  # the library wraps the failed metadata request in a local-file error
+        message = scrub(str(cause).splitlines()[0] if str(cause) else type(cause).__name__)
         if isinstance(cause, GatedRepoError):
             return permanent("forbidden", f"{what}: the repo is gated ({message}); accept its conditions on "
                              "the Hub and set HF_TOKEN.")
@@ -101,7 +89,8 @@ def _from_status(error: HfHubHTTPError, status: int, what: str, message: str) ->
 def _call(settings: Settings, what: str, call: Callable[[], T]) -> T:
     def attempt() -> T:
         try:
-            return call()
+            with scrubbed_logs():
+                return call()
         except Exception as error:  # noqa: BLE001  (classified; anything unknown is re-raised as it is)
             classified = _classify(error, what)
             if classified is error:
