@@ -25,7 +25,7 @@ class Plan:
     done: int = 0
     skipped: int = 0
     adopt: list[ManifestRow] = field(default_factory=list)
-    """Outputs finished by an interrupted run that only need their status record."""
+    """Outputs that only need their status record (finished by an interrupted run, or their record was lost)."""
 
     @property
     def total(self) -> int:
@@ -66,7 +66,8 @@ def plan_acquire(rows: Sequence[ManifestRow], root: DataRoot, source: Source, *,
 
 
 def plan_preprocess(rows: Sequence[ManifestRow], root: DataRoot, dataset: str, *, force: bool) -> Plan:
-    """Acquired items without a clip. A clip without an ok record was finished by a killed run: adopt it."""
+    """Acquired items without a clip. A clip without an ok record (a killed run, a record set aside as
+    damaged) is adopted."""
     acquired = ok_ids(root, "acquire", dataset)
     seen = read_status(root.status_dir("preprocess", dataset))
     eligible = [r for r in rows if r.item_id in acquired]

@@ -41,6 +41,7 @@ from flows.scale_out import unit_runner
 from store.atomic import sweep_stale_temps
 from store.layout import DataRoot
 from store.manifest import ManifestRow, merge_rows, read_manifest, write_manifest
+from store.quarantine import quarantined
 from store.settings import Settings, load_settings
 from store.status import read_status
 from verification.audio import Problem
@@ -97,8 +98,9 @@ def _sweep(root: DataRoot, dataset: str) -> None:
                                   len(removed), directory)
 
 
-def _publish(summary: StageSummary) -> StageSummary:
+def _publish(summary: StageSummary, root: DataRoot) -> StageSummary:
     logger = get_run_logger()
+    _note_quarantined(summary, root)
     logger.info("%s %s: %d items, %d done before, %d worked (%d ok, %d failed), %d skipped (permanent failure)",
                 summary.stage, summary.dataset, summary.items, summary.done_before, summary.worked,
                 summary.ok, summary.failed, summary.skipped_permanent)
@@ -108,6 +110,23 @@ def _publish(summary: StageSummary) -> StageSummary:
         create_table_artifact([summary.row()], key=artifact_key(summary.dataset, summary.stage, "counts"),
                               description=f"{summary.stage} of {summary.dataset}")
     return summary
+
+
+def _note_quarantined(summary: StageSummary, root: DataRoot) -> None:
+    """Name in the summary's notes the damaged files of its dataset set aside since this flow run began (each
+    was announced once, in a warning line, when it was moved)."""
+    context = FlowRunContext.get()
+    moved = quarantined(root, summary.dataset, since=context.start_time) if context is not None else []
+    if moved:
+        note = f"damaged, moved to quarantine/: {', '.join(m.original for m in moved)}"
+        summary.extra = "; ".join(part for part in (summary.extra, note) if part)
+
+
+def _manifest_quarantined(root: DataRoot, dataset: str) -> bool:
+    """Whether the dataset has no manifest because it was damaged and set aside (not rebuilt since)."""
+    manifest = root.manifest(dataset)
+    original = str(manifest.relative_to(root.path))
+    return not manifest.exists() and any(m.original == original for m in quarantined(root, dataset))
 
 
 def _run_units(stage: str, dataset: str, unit_task: Any, units: list[tuple], sizes: list[int],
@@ -182,6 +201,9 @@ def verify_task(rows: list[ManifestRow], root: DataRoot, settings: Settings, *, 
 
 def _manifest(root: DataRoot, dataset: str) -> list[ManifestRow]:
     rows = read_manifest(root.manifest(dataset))
+    if _manifest_quarantined(root, dataset):
+        raise SourceError(f"the manifest of {dataset!r} was damaged and is now in quarantine/ (see the warning "
+                          f"above): `musictext ingest {dataset}` rebuilds it")
     if not rows:
         raise SourceError(f"no manifest for {dataset!r} under {root.path}: run `musictext ingest {dataset}` first")
     return rows
@@ -208,7 +230,7 @@ def catalog(dataset: str, options: dict[str, Any] | None = None, limit: int | No
     summary = StageSummary(dataset, "catalog", len(update.rows), len(existing), update.added + update.changed,
                            update.added + update.changed, 0, 0, {},
                            extra=f"{update.added} added, {update.changed} changed")
-    return _publish(summary)
+    return _publish(summary, data_root)
 
 
 @flow(name="acquire", flow_run_name="acquire-{dataset}", task_runner=RUNNER)
@@ -225,7 +247,7 @@ def acquire(dataset: str, options: dict[str, Any] | None = None, force: bool = F
         with unit_runner(dask, dask_address, settings.workers) as runner:
             results = _run_units("acquire", dataset, acquire_task, [(u, ctx) for u in units],
                                  [len(u) for u in units], runner)
-    return _publish(StageSummary.from_plan(dataset, "acquire", plan, results))
+    return _publish(StageSummary.from_plan(dataset, "acquire", plan, results), data_root)
 
 
 @flow(name="preprocess", flow_run_name="preprocess-{dataset}", task_runner=RUNNER)
@@ -243,8 +265,8 @@ def preprocess(dataset: str, force: bool = False, root: str | None = None, dask:
                                            [(u, data_root, settings) for u in units], [len(u) for u in units], runner)
     summary = StageSummary.from_plan(dataset, "preprocess", plan, results)
     if plan.adopt:
-        summary.extra = f"{len(plan.adopt)} clip(s) kept from an interrupted run"
-    return _publish(summary)
+        summary.extra = f"{len(plan.adopt)} clip(s) kept from an interrupted run or a lost record"
+    return _publish(summary, data_root)
 
 
 @flow(name="embed", flow_run_name="embed-{dataset}-{model}", task_runner=RUNNER, persist_result=True)
@@ -288,7 +310,7 @@ def embed(dataset: str, model: str = "dsp", force: bool = False, root: str | Non
             results = _run_units(f"embed-{model}", dataset, embed_task, args, sizes, runner)
     summary = StageSummary.from_plan(dataset, f"embed:{model}", plan, results)
     summary.extra = f"{sum(r.shard is not None for r in results)} new shard(s)"
-    return _publish(summary)
+    return _publish(summary, data_root)
 
 
 def _configured_weights(settings: Settings, model: str) -> str | None:
@@ -333,7 +355,7 @@ def verify(dataset: str, models: list[str] | None = None, root: str | None = Non
     if FlowRunContext.get() is not None:
         create_markdown_artifact(md_path.read_text(), key=artifact_key(dataset, "verification-report"),
                                  description=f"verification report of {dataset}")
-    return _publish(summary)
+    return _publish(summary, data_root)
 
 
 def _embedding_targets(root: DataRoot, dataset: str, models: list[str] | None) -> tuple[list[Target], list[Path]]:

@@ -94,7 +94,8 @@ def preprocess_unit(rows: Sequence[ManifestRow], root: DataRoot, settings: Setti
 
 
 def adopt_clips(rows: Sequence[ManifestRow], root: DataRoot) -> UnitResult:
-    """Record clips finished by an interrupted run (written atomically, so whole) instead of redoing them."""
+    """Record clips that have no record (finished by an interrupted run, or whose record was damaged and set
+    aside) instead of redoing them: clips are written atomically, so one that exists is whole."""
     records = []
     for row in rows:
         target = root.clip_path(row.dataset, row.item_id)
@@ -103,8 +104,8 @@ def adopt_clips(rows: Sequence[ManifestRow], root: DataRoot) -> UnitResult:
         except Exception as error:
             records.append(unexpected(row.item_id, "preprocess", error))
             continue
-        records.append(StatusRecord.ok(row.item_id, "preprocess", output=relative(root, target),
-                                       duration_s=duration, detail="clip kept from an interrupted run"))
+        records.append(StatusRecord.ok(row.item_id, "preprocess", output=relative(root, target), duration_s=duration,
+                                       detail="clip kept from an interrupted run or a lost record"))
     return _record(root.status_dir("preprocess", rows[0].dataset), "preprocess", records)
 
 

@@ -92,6 +92,10 @@ class DataRoot:
     def reports_dir(self) -> Path:
         return self.path / "reports"
 
+    def quarantine_dir(self) -> Path:
+        """``quarantine/``: damaged state files moved aside (``store/quarantine.py``), kept for inspection."""
+        return self.path / "quarantine"
+
     def datasets(self) -> list[str]:
         """Datasets that have a manifest, in name order."""
         return sorted(p.stem for p in (self.path / "manifests").glob("*.parquet"))

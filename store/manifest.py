@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from store.atomic import atomic_path
+from store.quarantine import read_parquet, skip_damaged
 
 SCHEMA = pa.schema(
     [
@@ -82,10 +83,11 @@ def table_to_rows(table: pa.Table) -> list[ManifestRow]:
 
 
 def read_manifest(path: Path) -> list[ManifestRow]:
-    """Rows of a manifest, or ``[]`` when the dataset has not been catalogued yet."""
+    """Rows of a manifest, or ``[]`` when the dataset has not been catalogued yet or its manifest was damaged:
+    that one is set aside (:mod:`store.quarantine`) and the next catalog rebuilds it from the source."""
     if not path.exists():
         return []
-    return table_to_rows(pq.read_table(path, schema=SCHEMA))
+    return skip_damaged(path, lambda p: table_to_rows(read_parquet(p, SCHEMA))) or []
 
 
 def write_manifest(path: Path, rows: Iterable[ManifestRow]) -> None:

@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from store.atomic import fsync_dir, temp_path_for
+from store.quarantine import guarded, skip_damaged
 
 _STRINGS = h5py.string_dtype(encoding="utf-8")
 
@@ -162,13 +163,23 @@ class Shard:
 
 
 def open_shard(path: Path) -> Shard:
+    """A shard's item ids and attributes; one HDF5 cannot read is set aside and raises
+    :class:`~store.quarantine.DamagedFileError` saying where it went."""
+    return guarded(path, _open)
+
+
+def _open(path: Path) -> Shard:
     with h5py.File(path, "r") as handle:
         ids = [value.decode() if isinstance(value, bytes) else value for value in handle["item_id"][:]]
         return Shard(path, ids, _attributes(handle))
 
 
 def read_shard_attributes(path: Path) -> dict[str, object]:
-    """A shard's attributes alone, without reading its item ids."""
+    """A shard's attributes alone, without reading its item ids (a damaged shard: as :func:`open_shard`)."""
+    return guarded(path, _read_attributes)
+
+
+def _read_attributes(path: Path) -> dict[str, object]:
     with h5py.File(path, "r") as handle:
         return _attributes(handle)
 
@@ -178,10 +189,14 @@ def _attributes(handle: h5py.File) -> dict[str, object]:
 
 
 def iter_shards(directory: Path) -> Iterator[Shard]:
+    """The readable shards of ``directory``; damaged ones are set aside and passed over, so their rows count
+    as not embedded and the next embed run embeds them again."""
     for path in shard_paths(directory):
-        yield open_shard(path)
+        shard = skip_damaged(path, _open)
+        if shard is not None:
+            yield shard
 
 
 def embedded_ids(directory: Path) -> set[str]:
-    """Every item id that already has an embedding in this model/dataset directory."""
+    """Every item id that already has an embedding in this model/dataset directory (in a readable shard)."""
     return {item_id for shard in iter_shards(directory) for item_id in shard.item_ids}

@@ -6,6 +6,7 @@ class: ``transient`` ones are retried by the next run, ``permanent`` ones are sk
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from store.atomic import atomic_path
+from store.quarantine import read_parquet, skip_damaged
 
 
 class Outcome(StrEnum):
@@ -102,11 +104,17 @@ def write_status(directory: Path, unit: str, records: list[StatusRecord], code_v
 
 
 def read_status(directory: Path) -> dict[str, StatusRecord]:
-    """The latest record of every item that a stage has seen."""
+    """The latest record of every item that a stage has seen.
+
+    A damaged unit file is set aside (:mod:`store.quarantine`) and the others are read: its items become
+    unseen, so the stage plans them again, and what they produced still counts as done.
+    """
     files = sorted(directory.glob("unit-*.parquet")) if directory.exists() else []
-    if not files:
+    read = functools.partial(read_parquet, schema=SCHEMA)
+    tables = [table for table in (skip_damaged(f, read) for f in files) if table is not None]
+    if not tables:
         return {}
-    table = pa.concat_tables(pq.read_table(f, schema=SCHEMA) for f in files)
+    table = pa.concat_tables(tables)
     latest: dict[str, StatusRecord] = {}
     for record in table.sort_by("finished_at").to_pylist():
         latest[record["item_id"]] = StatusRecord(**record)

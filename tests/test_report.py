@@ -314,3 +314,50 @@ def test_old_space_shards_are_a_check_of_their_own_and_flip_the_verdict(demo: De
     markdown = write_report(demo.root, report)[1].read_text()
     assert "| old-space shards | 1 directory | 1 |" in markdown
     assert f"`musictext embed {DATASET} --model {MODEL}`" in markdown
+
+
+def _cut_short(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def test_a_damaged_record_is_listed_as_quarantined_and_its_items_count_as_not_done(demo: Demo) -> None:
+    (unit,) = demo.root.status_dir("verify", DATASET).glob("unit-*.parquet")
+    _cut_short(unit)
+    report = dataset_report(demo.root, DATASET, targets=[TARGET], checks=demo.checks())
+    assert stages_by_label(report)["verify"].ok == 0
+    assert report.verdict == "ok"  # verify records are re-made by the next verify; nothing is unexplained
+    (moved,) = report.quarantined
+    assert moved.original == f"status/verify/{DATASET}/{unit.name}"
+    assert (demo.root.path / moved.moved_to).exists() and not unit.exists()
+    json_path, markdown_path = write_report(demo.root, report)
+    next_step = json.loads(json_path.read_text())["quarantined"][0]["next_step"]
+    assert next_step == f"the next verify of {DATASET} plans its items again"
+    markdown = markdown_path.read_text()
+    assert "## Quarantined files" in markdown
+    assert f"| `status/verify/{DATASET}/{unit.name}` | `{moved.moved_to}` |" in markdown
+
+
+def test_a_damaged_shard_leaves_its_items_stalled_at_embed_and_is_listed(demo: Demo) -> None:
+    (shard,) = demo.root.shard_dir(MODEL, DATASET, SPACE).glob("shard-*.h5")
+    _cut_short(shard)
+    report = dataset_report(demo.root, DATASET, targets=[TARGET], checks=demo.checks())
+    assert report.verdict == "unexplained_failures" and report.problems == 0
+    assert [(s.label, s.count) for s in report.stalled] == [(f"embed ({LABEL})", 2)]
+    assert [m.next_step for m in report.quarantined] == [f"the next embed of {DATASET} with {MODEL} embeds its rows "
+                                                         "again"]
+
+
+def test_status_counts_pass_over_a_dataset_whose_manifest_is_damaged(demo: Demo) -> None:
+    write_manifest(demo.root.manifest("second"), [ManifestRow("second:a", "second", "src/a")])
+    _cut_short(demo.root.manifest(DATASET))
+    assert {c["dataset"] for c in status_counts(demo.root)} == {"second"}
+    assert not demo.root.manifest(DATASET).exists()
+    with pytest.raises(FileNotFoundError, match=f"musictext ingest {DATASET}"):
+        dataset_report(demo.root, DATASET, targets=[TARGET], checks=Checks())
+
+
+def test_status_counts_a_damaged_shard_as_pending(demo: Demo) -> None:
+    (shard,) = demo.root.shard_dir(MODEL, DATASET, SPACE).glob("shard-*.h5")
+    _cut_short(shard)
+    counts = {c["stage"]: (c["ok"], c["failed"], c["pending"]) for c in status_counts(demo.root)}
+    assert counts[f"embed ({LABEL})"] == (0, 1, 12)

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from store.atomic import atomic_path, sweep_stale_temps, temp_path_for, write_text_atomic
 from store.layout import DataRoot, item_key, make_item_id
 from store.manifest import ManifestRow, merge_rows, read_manifest, write_manifest
+from store.quarantine import DamagedFileError, is_damage, quarantined, set_aside
 from store.settings import load_settings
-from store.shards import ShardAttributes, ShardWriter, embedded_ids, open_shard, shard_paths
+from store.shards import ShardAttributes, ShardWriter, embedded_ids, iter_shards, open_shard, shard_paths
 from store.status import FailureClass, StatusRecord, read_status, write_status
 
 SPACE = "musictext-dsp-1"
@@ -195,3 +200,116 @@ def test_embedded_lists_space_and_model_pairs_and_legacy_dirs_the_layout_before_
     assert root.legacy_shard_dirs("x") == [legacy]
     assert root.legacy_shard_dirs() == [legacy]
     assert root.legacy_shard_dirs("y") == []
+
+
+def _truncate(path: Path, keep: int = 200) -> bytes:
+    """Cut ``path`` short, as a full disk or an interrupted copy would; returns the bytes left."""
+    data = path.read_bytes()[:keep]
+    path.write_bytes(data)
+    return data
+
+
+def _moved(root: DataRoot, original: Path) -> list[Path]:
+    """What the quarantine holds for ``original``: the file itself and its note."""
+    folder = root.quarantine_dir() / original.parent.relative_to(root.path)
+    return sorted(folder.glob(f"{original.name}.*")) if folder.is_dir() else []
+
+
+def test_a_damaged_status_file_is_set_aside_and_the_others_still_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = DataRoot(tmp_path)
+    directory = root.status_dir("preprocess", "d")
+    kept = write_status(directory, "unit-1", [StatusRecord.ok("d:a", "preprocess")], "test")
+    damaged = write_status(directory, "unit-2", [StatusRecord.ok("d:b", "preprocess")], "test")
+    left = _truncate(damaged)
+
+    assert set(read_status(directory)) == {"d:a"}
+    assert kept.exists() and not damaged.exists()
+    moved, note = _moved(root, damaged)
+    assert moved.read_bytes() == left and note.name == moved.name + ".json"
+    fields = json.loads(note.read_text())
+    assert fields["original"] == f"status/preprocess/d/{damaged.name}" and fields["dataset"] == "d"
+    assert fields["moved_to"] == str(moved.relative_to(tmp_path))
+    assert "Parquet magic bytes not found" in fields["problem"]
+    assert fields["next_step"] == "the next preprocess of d plans its items again"
+    assert quarantined(root, "d") == [quarantined(root)[0]] and quarantined(root, "other") == []
+    lines = [r.getMessage() for r in caplog.records if r.name == "store.quarantine"]
+    assert lines == [f"damaged status/preprocess/d/{damaged.name} ({fields['problem']}): moved to "
+                     f"{fields['moved_to']}; the next preprocess of d plans its items again"]
+    assert read_status(directory).keys() == {"d:a"}  # said once: the file is gone, the next read is quiet
+    assert len([r for r in caplog.records if r.name == "store.quarantine"]) == 1
+
+
+def test_status_text_that_is_not_utf8_is_damage_found_while_reading(tmp_path: Path) -> None:
+    root = DataRoot(tmp_path)
+    directory = root.embed_status_dir("dsp", "d", SPACE)
+    text = pa.array(["d:a"])
+    broken = pa.Array.from_buffers(pa.string(), 1, [None, text.buffers()[1], pa.py_buffer(b"\xff\xfe\x00")])
+    pq.write_table(pa.table({"item_id": broken, "stage": ["embed"], "outcome": ["ok"],
+                             "finished_at": pa.array([datetime.now(UTC)], pa.timestamp("us", tz="UTC"))}),
+                   directory.mkdir(parents=True) or directory / "unit-1-x.parquet")
+    assert read_status(directory) == {}
+    assert [m.next_step for m in quarantined(root)] == ["the next embed of d with dsp plans its items again"]
+
+
+def test_a_damaged_manifest_reads_as_not_catalogued_and_is_set_aside(tmp_path: Path) -> None:
+    root = DataRoot(tmp_path)
+    write_manifest(root.manifest("d"), [_row("a")])
+    _truncate(root.manifest("d"))
+    assert read_manifest(root.manifest("d")) == []
+    assert not root.manifest("d").exists() and len(_moved(root, root.manifest("d"))) == 2
+    assert "`musictext ingest d`" in quarantined(root, "d")[0].next_step
+    write_manifest(root.manifest("d"), [_row("a")])  # what the next catalog does
+    assert read_manifest(root.manifest("d")) == [_row("a")]
+
+
+def test_a_damaged_shard_is_passed_over_and_opening_it_says_where_it_went(tmp_path: Path) -> None:
+    root = DataRoot(tmp_path)
+    directory = root.shard_dir("dsp", "d", SPACE)
+    paths = []
+    for name in ("a", "b", "c"):
+        with ShardWriter(directory, ATTRS) as writer:
+            writer.append([f"d:{name}"], np.ones((1, 4), np.float32))
+        paths.append(writer.path)
+    _truncate(paths[1], keep=5000)
+    assert embedded_ids(directory) == {"d:a", "d:c"}
+    assert shard_paths(directory) == [paths[0], paths[2]]
+    assert quarantined(root, "d")[0].next_step == "the next embed of d with dsp embeds its rows again"
+    _truncate(paths[2], keep=100)
+    with pytest.raises(DamagedFileError, match=r"moved to quarantine/embeddings/.*shard-00002\.h5\.") as raised:
+        open_shard(paths[2])
+    assert raised.value.moved and [s.item_ids for s in iter_shards(directory)] == [["d:a"]]
+
+
+def test_damage_outside_a_data_root_is_left_in_place_with_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "exported.parquet"
+    write_manifest(path, [_row("a")])
+    left = _truncate(path)
+    with pytest.raises(DamagedFileError, match="not under a data root, so it was left in place") as raised:
+        read_manifest(path)
+    assert not raised.value.moved and path.read_bytes() == left
+    assert not (tmp_path / "quarantine").exists()
+
+
+def test_only_undecodable_bytes_are_damage_never_a_file_that_cannot_be_reached(tmp_path: Path) -> None:
+    assert is_damage(OSError("Unable to synchronously open file (truncated file: eof = 5000)"))
+    assert is_damage(pa.ArrowInvalid("Parquet magic bytes not found in footer"))
+    for unreachable in (PermissionError(13, "Permission denied"), FileNotFoundError(2, "gone"),
+                        OSError(5, "Input/output error"), MemoryError()):
+        assert not is_damage(unreachable)
+    status = DataRoot(tmp_path).status_dir("verify", "d")
+    status.mkdir(parents=True)
+    (status / "unit-1-x.parquet").symlink_to(tmp_path / "unmounted.parquet")  # unreachable, not damaged
+    with pytest.raises(FileNotFoundError):
+        read_status(status)
+    assert (status / "unit-1-x.parquet").is_symlink() and not (tmp_path / "quarantine").exists()
+
+
+def test_a_file_another_run_set_aside_first_is_not_moved_twice(tmp_path: Path) -> None:
+    root = DataRoot(tmp_path)
+    path = write_status(root.status_dir("acquire", "d"), "unit-1", [StatusRecord.ok("d:a", "acquire")], "test")
+    _truncate(path)
+    first = set_aside(path, OSError("damaged"))
+    assert first is not None and set_aside(path, OSError("damaged")) is None
+    assert len(quarantined(root)) == 1

@@ -13,7 +13,7 @@ import verification.shards
 from embedders import embedder_spec
 from embedders.mert import WEIGHTS as MERT
 from embedders.spec import NAVIDROME_SPACE
-from store.shards import ShardAttributes, ShardWriter
+from store.shards import ShardAttributes, ShardWriter, shard_paths
 from verification.shards import Expected, check_model_shards, check_shards, old_space_problems
 
 DIM = 8
@@ -259,14 +259,52 @@ def test_row_count_mismatch(directory: Path) -> None:
     assert check.rows == 2
 
 
-def test_unreadable_shard_does_not_stop_the_others(directory: Path) -> None:
+def test_a_damaged_shard_is_set_aside_and_the_others_are_checked(tmp_path: Path, directory: Path) -> None:
     write_shard(directory, ids(0), unit_rows(1))
     (directory / "shard-00001.h5").write_bytes(b"\x00garbage" * 100)
     write_shard(directory, ids(7), unit_rows(1))
     check = check_shards(directory, manifest_ids=set(ids(0)))
-    assert found(check) == [(None, "unreadable_shard"), ("demo:7", "unknown_id")]
-    assert "shard-00001.h5" in check.problems[0].detail
-    assert check.shards == 3
+    assert found(check) == [("demo:7", "unknown_id")]
+    assert (check.shards, check.rows, check.item_ids) == (2, 2, set(ids(0, 7)))
+    assert [p.name for p in shard_paths(directory)] == ["shard-00000.h5", "shard-00002.h5"]
+    moved = list((tmp_path / "quarantine" / directory.relative_to(tmp_path)).glob("shard-00001.h5.*"))
+    assert sorted(p.suffix == ".json" for p in moved) == [False, True]
+    assert next(p for p in moved if p.suffix != ".json").read_bytes() == b"\x00garbage" * 100
+
+
+def test_a_shard_found_damaged_half_way_is_taken_back_whole(directory: Path) -> None:
+    """Damage in the rows shows only after the attributes and ids were read: none of it may stay counted."""
+    path = craft_shard(directory / "shard-00000.h5", None, None, full_attrs(model_revision="2"))
+    with h5py.File(path, "a") as handle:
+        handle.create_dataset("item_id", data=ids(5), dtype=h5py.string_dtype("utf-8"))
+        rows = handle.create_dataset("embedding", data=unit_rows(1), chunks=(1, DIM), compression="gzip")
+        chunk = rows.id.get_chunk_info(0)
+    with path.open("r+b") as handle:
+        handle.seek(chunk.byte_offset)
+        handle.write(b"\xff" * chunk.size)
+    write_shard(directory, ids(0), unit_rows(1))
+    check = check_shards(directory, manifest_ids=set(ids(0)))
+    assert found(check) == []  # neither demo:5's unknown_id nor an inconsistent revision against it
+    assert (check.shards, check.rows, check.item_ids, check.model_revision) == (1, 1, set(ids(0)), "1")
+    assert [p.name for p in shard_paths(directory)] == ["shard-00001.h5"]
+
+
+def test_a_damaged_shard_outside_a_data_root_stays_and_is_reported(tmp_path: Path) -> None:
+    directory = tmp_path / "copied-shards"
+    write_shard(directory, ids(0), unit_rows(1))
+    (directory / "shard-00001.h5").write_bytes(b"\x00garbage" * 100)
+    check = check_shards(directory, manifest_ids=set(ids(0)))
+    assert found(check) == [(None, "unreadable_shard")] and check.shards == 2
+    assert "shard-00001.h5" in check.problems[0].detail and (directory / "shard-00001.h5").exists()
+
+
+def test_a_damaged_old_layout_shard_is_set_aside_and_the_directory_still_reported(tmp_path: Path) -> None:
+    legacy = tmp_path / "embeddings" / "dsp" / "demo"
+    write_shard(legacy, ids(0), unit_rows(1))
+    (legacy / "shard-00001.h5").write_bytes(b"\x00garbage" * 100)
+    problems = old_space_problems([legacy], {"dsp": SPACE})
+    assert [p.reason for p in problems] == ["old_space"] and f"space {SPACE}," in problems[0].detail
+    assert [p.name for p in shard_paths(legacy)] == ["shard-00000.h5"]
 
 
 def test_mixed_model_revisions(directory: Path) -> None:

@@ -21,6 +21,7 @@ from store import __version__
 from store.atomic import write_text_atomic
 from store.layout import DataRoot, item_key
 from store.manifest import ManifestRow, read_manifest
+from store.quarantine import Quarantined, quarantined
 from store.shards import embedded_ids
 from store.status import StatusRecord, read_status
 from verification.audio import Problem
@@ -124,6 +125,9 @@ class DatasetReport:
     checks: list[CheckSummary]
     stalled: list[Stalled]
     paths: dict[str, str]
+    quarantined: list[Quarantined] = field(default_factory=list)
+    """Damaged files of the dataset set aside under ``quarantine/``, still there; their items were planned again,
+    so they explain nothing and change no verdict."""
 
     @property
     def problems(self) -> int:
@@ -180,10 +184,10 @@ def stage_summary(
 def dataset_report(root: DataRoot, dataset: str, *, targets: Sequence[Target], checks: Checks) -> DatasetReport:
     """The report of one dataset after the verify checks ran; reads manifests, records, clips and shards."""
     manifest = root.manifest(dataset)
-    if not manifest.exists():
+    rows = read_manifest(manifest)
+    if not manifest.exists():  # never catalogued, or damaged and just set aside
         raise FileNotFoundError(f"{dataset} has no manifest at {manifest}; "
                                 f"run `musictext ingest {dataset}` first")
-    rows = read_manifest(manifest)
     item_ids = [row.item_id for row in rows]
     preprocessed = _preprocessed(root, dataset, item_ids)
     durations = _durations(root, dataset, rows, preprocessed)
@@ -212,6 +216,7 @@ def dataset_report(root: DataRoot, dataset: str, *, targets: Sequence[Target], c
         checks=check_summaries,
         stalled=stalled,
         paths=_paths(root, dataset, targets),
+        quarantined=quarantined(root, dataset),
     )
 
 
@@ -227,11 +232,14 @@ def write_report(root: DataRoot, report: DatasetReport) -> tuple[Path, Path]:
 def status_counts(root: DataRoot) -> list[dict[str, object]]:
     """Counts per stage for every dataset, without running checks: what ``musictext status`` shows.
 
-    Reads only manifests, status records, the clip directory listing and shard item ids.
+    Reads only manifests, status records, the clip directory listing and shard item ids. A dataset whose
+    manifest turns out damaged (set aside as it is read) has nothing to count until its next catalog.
     """
     counts: list[dict[str, object]] = []
     for dataset in root.datasets():
         item_ids = [row.item_id for row in read_manifest(root.manifest(dataset))]
+        if not root.manifest(dataset).exists():
+            continue
         embedded = {(space, model): embedded_ids(root.shard_dir(model, dataset, space))
                     for space, model in root.embedded(dataset)}
         for i in _stage_inputs(root, dataset, item_ids, _preprocessed(root, dataset, item_ids), embedded):
@@ -386,6 +394,7 @@ def render_markdown(report: DatasetReport) -> str:
         "",
         *_problems(report.checks),
         *_stalled_lines(report.stalled),
+        *_quarantine_lines(report.quarantined),
         "## Where the data lives",
         "",
         *_table(["what", "path"], [[name, f"`{path}`"] for name, path in sorted(report.paths.items())]),
@@ -444,6 +453,23 @@ def _stalled_lines(stalled: list[Stalled]) -> list[str]:
         "run that stage for the dataset again.",
         "",
         *_table(["stopped at", "items", "examples"], rows),
+        "",
+    ]
+
+
+def _quarantine_lines(moved: list[Quarantined]) -> list[str]:
+    if not moved:
+        return []
+    rows = [[f"`{m.original}`", f"`{m.moved_to}`", m.at[:19].replace("T", " "), m.problem, m.next_step]
+            for m in moved]
+    return [
+        "## Quarantined files",
+        "",
+        "These files could not be read (cut short or corrupt) and were moved aside, each alone: nothing else was "
+        "lost, and what they held is planned again. Look at them under `quarantine/` (a note beside each says the "
+        "same), then delete them.",
+        "",
+        *_table(["file", "moved to", "when (UTC)", "problem", "what happens next"], rows),
         "",
     ]
 

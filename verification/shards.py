@@ -18,6 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from store.quarantine import DamagedFileError, is_damage, set_aside
 from store.shards import ShardAttributes, read_shard_attributes, shard_paths
 from verification.audio import Problem
 
@@ -75,7 +76,7 @@ def old_space_problems(directories: list[Path], space_of: dict[str, str]) -> lis
     problems = []
     for directory in directories:
         model, dataset = directory.parent.name, directory.name
-        spaces = sorted({_text(read_shard_attributes(path).get("space")) or "none" for path in shard_paths(directory)})
+        spaces = sorted({_text(attributes.get("space")) or "none" for attributes in _readable_attributes(directory)})
         target = space_of.get(model)
         move_on = (f"re-embed with `musictext embed {dataset} --model {model}` (it writes "
                    f"embeddings/{target}/{model}/{dataset}/), then delete or move {directory} aside"
@@ -89,6 +90,16 @@ def old_space_problems(directories: list[Path], space_of: dict[str, str]) -> lis
     return problems
 
 
+def _readable_attributes(directory: Path) -> Iterator[dict[str, object]]:
+    """Attributes of each shard in ``directory``, passing over damaged ones (set aside as they are read)."""
+    for path in shard_paths(directory):
+        try:
+            yield read_shard_attributes(path)
+        except DamagedFileError as error:
+            if not error.moved:
+                raise
+
+
 def check_shards(
     directory: Path, *, manifest_ids: set[str], dim: int | None = None, space: str | None = None
 ) -> ShardCheck:
@@ -97,15 +108,33 @@ def check_shards(
     check = ShardCheck(dim=dim)
     owner: dict[str, str] = {}
     for path in shard_paths(directory):
+        before = (check.shards, check.rows, len(check.problems), check.model, check.model_revision, check.dim)
         check.shards += 1
         shard = _ShardChecker(path, check, owner, manifest_ids, space)
         try:
             with h5py.File(path, "r") as handle:
                 shard.check(handle)
         except OSError as error:
+            if is_damage(error) and _set_aside(path, error, check, before, owner):
+                continue
             shard.add(None, "unreadable_shard", f"cannot be read as HDF5 ({error})")
     check.item_ids = set(owner)
     return check
+
+
+def _set_aside(path: Path, error: OSError, check: ShardCheck, before: tuple, owner: dict[str, str]) -> bool:
+    """Move a damaged shard to quarantine and take back what was read of it before the damage showed (``before``:
+    the counts as they were), so its rows count as not embedded and the next embed run redoes them; False when it
+    lies outside a data root (then it stays, reported as unreadable)."""
+    try:
+        set_aside(path, error)
+    except DamagedFileError:
+        return False
+    check.shards, check.rows, problems, check.model, check.model_revision, check.dim = before
+    del check.problems[problems:]
+    for item_id in [item_id for item_id, name in owner.items() if name == path.name]:
+        del owner[item_id]
+    return True
 
 
 @dataclass
