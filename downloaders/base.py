@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from downloaders.transports.errors import DownloadError
 from store import __version__
+from store.errors import UserError
 from store.layout import DataRoot
 from store.manifest import ManifestRow
 from store.settings import Settings
@@ -27,8 +29,18 @@ from store.status import ItemFailure, StatusRecord, read_status, unit_name, writ
 log = logging.getLogger(__name__)
 
 
-class SourceError(Exception):
+class SourceError(UserError):
     """A problem with a whole source (bad options, missing metadata) that a user must fix before a run."""
+
+
+def naming_override(error: DownloadError, option: str, value: str, *, when: str) -> DownloadError:
+    """``error`` with the option that pins what a mirror serves instead, when its reason is ``when`` (the mirror
+    serves something other than a value the source pins: a checksum, a size, a Hub revision); else ``error``
+    itself. Only the user can tell a mirror that re-packs or moves a file on purpose from a broken download."""
+    if error.reason != when:
+        return error
+    return DownloadError(error.reason, f"{error.detail} If this mirror serves another version on purpose, pin it "
+                         f"with `-o {option}={value}`.", failure_class=error.failure_class)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from downloaders.base import (
     SourceContext,
     SourceError,
     acquire_record,
+    naming_override,
     record_catalog_outcomes,
 )
 from downloaders.formats.fma import (
@@ -202,8 +203,12 @@ def _no_audio(path: Path, member: str) -> DownloadError | None:
 def _fetch(ctx: SourceContext, client: HttpClient, key: str, choice: Choice) -> Path:
     name = zip_name(key)
     base = ctx.settings.mirrors.get(HOST, ORIGIN).rstrip("/")
-    return client.fetch(f"{base}/{name}", ctx.root.raw_dir(DATASET) / name, checksum=choice.zip_sha1(key),
-                        description=name)
+    try:
+        return client.fetch(f"{base}/{name}", ctx.root.raw_dir(DATASET) / name, checksum=choice.zip_sha1(key),
+                            description=name)
+    except DownloadError as error:
+        option = "metadata_sha1" if key == METADATA else "sha1"
+        raise naming_override(error, option, f"<sha1 of {name}>", when="checksum_mismatch") from None
 
 
 def _zip_checksums(archive: Path, key: str) -> dict[str, str]:

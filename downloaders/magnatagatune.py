@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from downloaders.base import Source, SourceContext, SourceError, record_catalog_outcomes
+from downloaders.base import Source, SourceContext, SourceError, naming_override, record_catalog_outcomes
 from downloaders.formats import magnatagatune as mtt
 from downloaders.transports.archives import Limits, discard_if_broken, extract, join_parts
 from downloaders.transports.errors import ArchiveError, DownloadError
@@ -140,12 +140,16 @@ def _joined_archive(ctx: SourceContext) -> Path:
     client = HttpClient(ctx.settings)
     raw = ctx.root.raw_dir(DATASET)
     sizes = _part_sizes(ctx)
-    parts = [
-        client.fetch(f"{_base_url(ctx)}/{name}", raw / name, size=sizes[index] if sizes else None,
-                     description=f"MagnaTagATune {name}")
-        for index, name in enumerate(PARTS)
-    ]
-    return join_parts(parts, raw / JOINED, sizes=sizes)
+    try:
+        parts = [
+            client.fetch(f"{_base_url(ctx)}/{name}", raw / name, size=sizes[index] if sizes else None,
+                         description=f"MagnaTagATune {name}")
+            for index, name in enumerate(PARTS)
+        ]
+        return join_parts(parts, raw / JOINED, sizes=sizes)
+    except DownloadError as error:
+        raise naming_override(error, "part_sizes", "<bytes of .001>,<.002>,<.003> (or any)",
+                              when="size_mismatch") from None
 
 
 def _extract(ctx: SourceContext, rows: Sequence[ManifestRow]) -> dict[str, DownloadError]:

@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from downloaders.base import Source, SourceContext, SourceError, record_catalog_outcomes
+from downloaders.base import Source, SourceContext, SourceError, naming_override, record_catalog_outcomes
 from downloaders.formats.musicbench import (
     PARTS,
     Item,
@@ -148,7 +148,7 @@ def _listing(ctx: SourceContext, revision: str) -> list[str]:
     try:
         return hub_files(ctx.settings, REPO_ID, revision=revision)
     except DownloadError as error:
-        raise SourceError(f"{DATASET}: could not list {REPO_ID}@{revision}: {error.detail}") from None
+        raise SourceError(f"{DATASET}: could not list {REPO_ID}@{revision}: {_pinned(error)}") from None
 
 
 def _download(ctx: SourceContext, name: str, revision: str, raw: Path) -> Path:
@@ -156,8 +156,13 @@ def _download(ctx: SourceContext, name: str, revision: str, raw: Path) -> Path:
         return hub_download(ctx.settings, REPO_ID, name, revision=revision, target_dir=raw)
     except DownloadError as error:
         raise SourceError(
-            f"{DATASET}: could not download {name} from {REPO_ID}@{revision}: {error.detail}"
+            f"{DATASET}: could not download {name} from {REPO_ID}@{revision}: {_pinned(error)}"
         ) from None
+
+
+def _pinned(error: DownloadError) -> str:
+    """The error's detail; when the revision is not there, with the option that pins another."""
+    return naming_override(error, "revision", "<commit>", when="not_found").detail
 
 
 def _warn_without_flag(records: list[Record], names: dict[str, str], parts: Sequence[str]) -> None:
@@ -286,7 +291,8 @@ def _prefix(tarball: Path, folders: set[str]) -> str:
         raise DownloadError(
             "unexpected_layout",
             f"none of the first {_PEEK_MEMBERS} members of {tarball.name} lies in a folder named "
-            f"{' or '.join(sorted(folders))}; the archive's layout changed, so pin another revision",
+            f"{' or '.join(sorted(folders))}; the archive's layout changed, so pin another revision with "
+            "-o revision=<commit>",
             failure_class=FailureClass.PERMANENT,
         )
     return prefix

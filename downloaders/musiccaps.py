@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from downloaders.base import Source, SourceContext, SourceError
+from downloaders.base import Source, SourceContext, SourceError, naming_override
 from downloaders.formats import youtube_items
 from downloaders.formats.musiccaps import FILE, MusicCapsClip, read_musiccaps
 from downloaders.formats.segments import Rejected
@@ -72,7 +72,8 @@ def _metadata(ctx: SourceContext) -> Path:
     try:
         return hub_download(ctx.settings, REPO, FILE, revision=revision, target_dir=ctx.root.raw_dir(DATASET))
     except DownloadError as error:
-        raise SourceError(f"musiccaps: could not get {FILE} from {REPO}@{revision}: {error.detail}") from None
+        detail = naming_override(error, "revision", "<commit>", when="not_found").detail
+        raise SourceError(f"musiccaps: could not get {FILE} from {REPO}@{revision}: {detail}") from None
 
 
 def _splits(ctx: SourceContext) -> set[str]:

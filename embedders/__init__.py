@@ -16,6 +16,7 @@ from pathlib import Path
 
 from embedders.base import Embedder
 from embedders.spec import EmbedderSpec
+from store.errors import UserError
 
 _INFRASTRUCTURE = {
     "audio_input", "base", "enrichment", "runtime", "spec", "torch_enrichment", "torch_runtime", "weights",
@@ -24,7 +25,7 @@ _INFRASTRUCTURE = {
 MODELS_EXTRA = "pip install -e '.[models]'"
 
 
-class EmbedderUnavailableError(LookupError):
+class EmbedderUnavailableError(UserError, LookupError):
     """The requested embedder does not exist here (yet); the message says which ones do."""
 
 

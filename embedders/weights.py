@@ -22,6 +22,7 @@ import httpx2
 from huggingface_hub import constants, snapshot_download, try_to_load_from_cache
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
 
+from store.errors import UserError
 from store.secrets import causes, scrub, scrubbed_logs
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -70,7 +71,7 @@ class LocatedWeights:
     """The located :attr:`WeightsSpec.requires`, by repository id."""
 
 
-class MissingWeightsError(RuntimeError):
+class MissingWeightsError(UserError, RuntimeError):
     """Weights are not on this machine; the message names the command that fetches them."""
 
 

@@ -7,17 +7,17 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from downloaders import all_sources, get_source, source_names
-from downloaders.base import SourceError
-from embedders import EmbedderUnavailableError, embedder_names, embedder_specs
+from embedders import embedder_names, embedder_spec, embedder_specs
 from embedders.spec import PRECISIONS, EmbedderSpec
 from embedders.weights import MissingWeightsError, fetch_weights, locate_weights
 from flows import pipeline as pipeline_flow
@@ -36,12 +36,37 @@ from flows.export_cli import export_run
 from flows.index_cli import index_app
 from flows.progress import console as errors
 from flows.serve_cli import serve
+from store.errors import UserError
 from store.layout import DataRoot
+from store.names import check_name
 from store.settings import load_settings
-from verification.report import status_counts
+from verification.report import VERDICT_OK, status_counts
+
+EXIT_PROBLEMS = 1
+"""``verify`` (or the pipeline's verify stage) found problems: a verdict other than ok."""
+EXIT_USER_ERROR = 2
+"""A user's mistake (an option, a name, a setting, an input to make first), said in one ``error:`` line."""
+
+
+class Commands(TyperGroup):
+    """The command group that turns a :class:`UserError` from any command into one line and exit code 2, in one
+    place: each command only raises."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as error:
+            fail(str(error))
+
+
+def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
+    """``error: <message>`` on stderr, one line however long (never wrapped, never a traceback), and exit."""
+    errors.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code)
+
 
 out = Console(width=None if Console().is_terminal else 160)
-app = typer.Typer(help="Build music-text corpora: ingest, preprocess, embed and verify datasets.",
+app = typer.Typer(cls=Commands, help="Build music-text corpora: ingest, preprocess, embed and verify datasets.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
 StageOption = Annotated[list[str] | None, typer.Option(
@@ -84,12 +109,31 @@ def prefect_mode() -> Iterator[None]:
 
 
 def run(flow_call: Any, *args: Any, **kwargs: Any) -> Any:
-    try:
-        with prefect_mode():
-            return flow_call(*args, **kwargs)
-    except (SourceError, EmbedderUnavailableError, MissingWeightsError) as error:
-        errors.print(f"[red]error:[/] {escape(str(error))}")
-        raise typer.Exit(2) from None
+    """``flow_call(*args, **kwargs)`` in the Prefect mode of :func:`prefect_mode`. Check the user's input before
+    calling it: a mistake found inside a flow costs Prefect's start-up and its failed-run log lines."""
+    with prefect_mode():
+        return flow_call(*args, **kwargs)
+
+
+def data_root(root: Path | None) -> DataRoot:
+    """The data root a command works on, read through the settings: a bad setting or a root that is a file is said
+    here, before any flow starts."""
+    return DataRoot(load_settings(root=root_arg(root)).root)
+
+
+def check_models(models: list[str] | None) -> None:
+    """Each of ``models`` is an embedder here (:class:`embedders.EmbedderUnavailableError` names the choices)."""
+    for model in models or []:
+        embedder_spec(model)
+
+
+def exit_on_problems(summaries: list[stages.StageSummary]) -> None:
+    """Exit with :data:`EXIT_PROBLEMS` when a verify stage among ``summaries`` has a verdict other than ok, so a
+    schedule or CI can act on it (the summaries are printed first)."""
+    failed = [s.dataset for s in summaries if s.stage == "verify" and s.verdict != VERDICT_OK]
+    if failed:
+        errors.print(f"verify found problems in {', '.join(failed)}: see the report(s) named above", soft_wrap=True)
+        raise typer.Exit(EXIT_PROBLEMS)
 
 
 def chosen_stages(stages: list[str] | None) -> list[str] | None:
@@ -125,6 +169,8 @@ def ingest(dataset: str, limit: Annotated[int | None, typer.Option(help="Catalog
            whole_tracks: WholeTracksOption = False) -> None:
     """Catalog a dataset and acquire its audio (incremental: only what is new or still missing)."""
     options = parse_options(option) | {k: v for k, v in {"subset": subset, "split": split}.items() if v}
+    get_source(dataset).check_options(options)
+    data_root(root)
     print_summaries(run(stages.ingest, dataset, options, limit, force, root_arg(root), dask, dask_address,
                         whole_tracks))
 
@@ -133,6 +179,8 @@ def ingest(dataset: str, limit: Annotated[int | None, typer.Option(help="Catalog
 def preprocess(dataset: str, force: ForceOption = False, root: RootOption = None, dask: DaskOption = False,
                dask_address: DaskAddressOption = None) -> None:
     """Cut and resample acquired audio into canonical 44.1 kHz 16-bit FLAC clips."""
+    get_source(dataset)
+    data_root(root)
     print_summaries([run(stages.preprocess, dataset, force, root_arg(root), dask, dask_address)])
 
 
@@ -153,6 +201,9 @@ def embed(dataset: str,
     """Embed every clip that has no vector from MODEL (in MODEL's space) yet into new HDF5 shards."""
     if precision is not None and precision not in PRECISIONS:
         raise typer.BadParameter(f"must be one of {', '.join(PRECISIONS)}", param_hint="--precision")
+    check_name(dataset, "dataset")
+    check_models([model])
+    data_root(root)
     weights_arg = str(weights) if weights else None
     print_summaries([run(stages.embed, dataset, model, force, root_arg(root), weights_arg, device, dask,
                          dask_address, precision)])
@@ -162,8 +213,14 @@ def embed(dataset: str,
 def verify(dataset: str,
            model: Annotated[list[str] | None, typer.Option(help="Models to check (default: all).")] = None,
            root: RootOption = None, dask: DaskOption = False, dask_address: DaskAddressOption = None) -> None:
-    """Check clips and shards and write reports/<dataset>/verification.{json,md}."""
-    print_summaries([run(stages.verify, dataset, model, root_arg(root), dask, dask_address)])
+    """Check clips and shards and write reports/<dataset>/verification.{json,md}; exit code 1 when the verdict is
+    not ok."""
+    check_name(dataset, "dataset")
+    check_models(model)
+    data_root(root)
+    summaries = [run(stages.verify, dataset, model, root_arg(root), dask, dask_address)]
+    print_summaries(summaries)
+    exit_on_problems(summaries)
 
 
 @app.command()
@@ -183,26 +240,28 @@ def pipeline(dataset: Annotated[list[str] | None,
     unused = set(given) - {k for opts in per_dataset.values() for k in opts}
     if unused:
         raise typer.BadParameter(f"no dataset of this run takes {', '.join(sorted(unused))}", param_hint="--option")
+    check_models(model)
+    root_path = data_root(root)
     summaries = run(pipeline_flow.pipeline, datasets, per_dataset, limit, model or ["dsp"], force, root_arg(root),
                     stages=chosen_stages(stage), dask=dask, dask_address=dask_address, hand_off=not in_process,
                     whole_tracks=whole_tracks)
     print_summaries(summaries)
-    data_root = DataRoot(load_settings(root=root_arg(root)).root)
-    out.print(f"\nData root: [bold]{data_root.path}[/]")
+    out.print(f"\nData root: [bold]{root_path.path}[/]")
     for name in datasets:
-        out.print(f"  {name}: manifest {data_root.manifest(name)}, clips {data_root.clip_dir(name)}/, "
-                      f"report {data_root.reports_dir() / name / 'verification.md'}")
+        out.print(f"  {name}: manifest {root_path.manifest(name)}, clips {root_path.clip_dir(name)}/, "
+                      f"report {root_path.reports_dir() / name / 'verification.md'}")
+    exit_on_problems(summaries)
 
 
 @app.command()
 def status(root: RootOption = None) -> None:
     """Items per dataset per stage, and failures by reason."""
-    data_root = DataRoot(load_settings(root=root_arg(root)).root)
-    rows = status_counts(data_root)
+    root_path = data_root(root)
+    rows = status_counts(root_path)
     if not rows:
-        out.print(f"Nothing under {data_root.path} yet: try `musictext ingest synthetic --limit 20`.")
+        out.print(f"Nothing under {root_path.path} yet: try `musictext ingest synthetic --limit 20`.")
         return
-    table = Table(title=f"musictext status — {data_root.path}")
+    table = Table(title=f"musictext status — {root_path.path}")
     for column in ("dataset", "stage", "ok", "failed", "pending", "failures by reason"):
         table.add_column(column, justify="left" if column in ("dataset", "stage", "failures by reason") else "right")
     for row in rows:
@@ -235,6 +294,8 @@ def train(model: Annotated[str, typer.Option(help="Audio embedder whose space th
                                                                    "device": device}
     from flows import learning  # torch and transformers load only for the commands that need them
 
+    learning.train_configs(model, dataset, run_id, head, stage2, options)
+    data_root(root)
     summaries = run(learning.train, model, dataset, run_id, head, stage2, root_arg(root), options)
     table = Table(title="Training runs")
     for column in ("run", "head", "stage", "steps", "best step", "val t→m R@10", "val t→m MRR", "train/val/test"):
@@ -255,7 +316,12 @@ def evaluate(runs: Annotated[list[str], typer.Argument(help="Training runs to co
              root: RootOption = None) -> None:
     """Text→music and music→text retrieval of RUNS and their untrained baselines on the test split."""
     from flows import learning
+    from training.evaluate import run_config
 
+    root_path = data_root(root)
+    root_path.evaluation_dir(name)
+    for run_id in runs:
+        run_config(root_path, run_id)
     result = run(learning.evaluate, runs, name, root_arg(root), device)
     table = Table(title=f"Test split, {int(next(iter(result['results'].values()))['candidates'])} candidates")
     columns = ("t2m_R@1", "t2m_R@5", "t2m_R@10", "t2m_MRR", "t2m_median_rank", "m2t_R@10", "m2t_MRR")
@@ -270,7 +336,7 @@ def evaluate(runs: Annotated[list[str], typer.Argument(help="Training runs to co
 
 @app.command()
 def search(text: str, model: Annotated[str, typer.Option(help="Audio embedder whose shards to search.")] = "dsp",
-           k: Annotated[int, typer.Option(help="How many clips.")] = 10,
+           k: Annotated[int, typer.Option(min=1, help="How many clips.")] = 10,
            dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Only these datasets.")] = None,
            run_id: Annotated[str | None, typer.Option("--run", help="Text embedder run (default: the newest "
                                                       "finished one for MODEL).")] = None,
@@ -279,12 +345,7 @@ def search(text: str, model: Annotated[str, typer.Option(help="Audio embedder wh
     """The clips closest to TEXT in MODEL's space, found with a trained text embedder."""
     from training.search_clips import search_clips
 
-    data_root = DataRoot(load_settings(root=root_arg(root)).root)
-    try:
-        found = search_clips(data_root, text, model, k=k, datasets=dataset, run_id=run_id)
-    except (FileNotFoundError, ValueError) as error:
-        errors.print(f"[red]error:[/] {escape(str(error))}")
-        raise typer.Exit(2) from None
+    found = search_clips(data_root(root), text, model, k=k, datasets=dataset, run_id=run_id)
     table = Table(title=f"{text!r} in {model} space ({found.run_id})")
     for column in ("#", "score", "item", "caption", "clip"):
         table.add_column(column)
@@ -349,9 +410,7 @@ def models_fetch(model: str,
     if weights is None:
         with_weights = ", ".join(name for name, spec in specs.items() if spec.weights is not None)
         reason = "it is weight-free" if model in specs else "no such embedder"
-        errors.print(f"[red]error:[/] no weights to fetch for {model!r} ({reason}); models with weights: "
-                     f"{with_weights}")
-        raise typer.Exit(2)
+        fail(f"no weights to fetch for {model!r} ({reason}); models with weights: {with_weights}")
     located = fetch_weights(weights, endpoint=load_settings().hf_endpoint, cache_dir=cache_dir)
     out.print(f"{weights.title} at {located.revision}: {located.directory}\nsha256 {located.sha256}")
 
@@ -406,7 +465,7 @@ def deploy(root: RootOption = None) -> None:
 
     with server_required(), get_client(sync_client=True) as client:
         pools = ensure_pools(client)
-        storage = ensure_result_storage(client, DataRoot(load_settings(root=root_arg(root)).root))
+        storage = ensure_result_storage(client, data_root(root))
     for pool, outcome in pools.items():
         out.print(f"work pool {pool}: {outcome}")
     out.print(storage)
@@ -450,6 +509,5 @@ def server_required() -> Iterator[None]:
     try:
         require_server()
     except ServerRequiredError as error:
-        errors.print(f"[red]error:[/] {escape(str(error))}")
-        raise typer.Exit(2) from None
+        fail(str(error))
     yield

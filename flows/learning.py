@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -27,6 +27,7 @@ from prefect.runtime import flow_run
 from downloaders import get_source, source_names
 from embedders import embedder_spec
 from flows.progress import artifact_key
+from store.errors import InvalidInputError
 from store.layout import DataRoot
 from store.settings import load_settings
 from training.config import TrainConfig
@@ -68,22 +69,36 @@ def train(model: str = "dsp", datasets: list[str] | None = None, run_id: str | N
     weight × squared distance to the audio vector).
     """
     data_root = DataRoot(load_settings(root=root).root)
+    configs = train_configs(model, datasets, run_id, heads, stage2_mse_weight, options)
+    return [_train_one(config, data_root) for config in configs]
+
+
+def train_configs(model: str = "dsp", datasets: list[str] | None = None, run_id: str | None = None,
+                  heads: list[str] | None = None, stage2_mse_weight: float = 0.0,
+                  options: dict[str, Any] | None = None) -> list[TrainConfig]:
+    """The runs :func:`train` makes, in order (each stage-2 run right after the stage-1 run it starts from).
+
+    Every check of the user's choices happens here (the model, the heads, the run id, each training option), so
+    the CLI calls it before starting the flow and a mistake is said at once, before any flow run."""
     datasets = datasets or ["synthetic"]
     heads = heads or list(HEADS)
     unknown = sorted(set(heads) - set(HEADS))
     if unknown:
-        raise ValueError(f"unknown head(s) {', '.join(unknown)}; heads are {', '.join(HEADS)}")
+        raise InvalidInputError(f"unknown head(s) {', '.join(unknown)}; heads are {', '.join(HEADS)}")
+    unknown_options = sorted(set(options or {}) - {f.name for f in fields(TrainConfig)})
+    if unknown_options:
+        raise InvalidInputError(f"unknown training option(s) {', '.join(unknown_options)}")
     run_id = run_id or f"{model}-{'-'.join(datasets)}"
-    summaries = []
+    space = embedder_spec(model).space
+    configs = []
     for head in heads:
         stage1 = TrainConfig(model=model, datasets=tuple(datasets), run_id=f"{run_id}-{head}", head=head,
-                             space=embedder_spec(model).space, **(options or {}))
-        summaries.append(_train_one(stage1, data_root))
+                             space=space, **(options or {}))
+        configs.append(stage1)
         if stage2_mse_weight > 0:
-            stage2 = TrainConfig(**{**stage1.to_json(), "run_id": stage1.run_id + STAGE2_SUFFIX, "stage": 2,
-                                    "mse_weight": stage2_mse_weight, "init_from": stage1.run_id})
-            summaries.append(_train_one(stage2, data_root))
-    return summaries
+            configs.append(TrainConfig(**{**stage1.to_json(), "run_id": stage1.run_id + STAGE2_SUFFIX, "stage": 2,
+                                          "mse_weight": stage2_mse_weight, "init_from": stage1.run_id}))
+    return configs
 
 
 def _train_one(config: TrainConfig, root: DataRoot) -> RunSummary:

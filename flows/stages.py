@@ -48,7 +48,23 @@ from verification.audio import Problem
 from verification.report import Checks, Target, dataset_report, target_label, write_report
 from verification.shards import Expected, check_model_shards, old_space_problems
 
-RUNNER = ThreadPoolTaskRunner(max_workers=load_settings().workers)
+
+class SettingsThreadPool(ThreadPoolTaskRunner):
+    """The flows' bounded thread pool, sized by ``settings.workers`` when a flow run starts: read at import, the
+    settings would make a bad ``musictext.toml`` break every command, ``musictext --help`` included."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+
+    def duplicate(self) -> SettingsThreadPool:
+        return type(self)()
+
+    def __enter__(self) -> SettingsThreadPool:
+        self._max_workers = load_settings().workers
+        return super().__enter__()
+
+
+RUNNER = SettingsThreadPool()
 
 
 @dataclass
@@ -65,6 +81,8 @@ class StageSummary:
     skipped_permanent: int
     failures: dict[str, int]
     extra: str = ""
+    verdict: str = ""
+    """verify's verdict (``ok`` or ``unexplained_failures``); empty for the other stages."""
 
     @classmethod
     def from_plan(cls, dataset: str, stage: str, plan: Plan, results: Sequence[work.UnitResult]) -> StageSummary:
@@ -200,13 +218,25 @@ def verify_task(rows: list[ManifestRow], root: DataRoot, settings: Settings, *, 
 
 
 def _manifest(root: DataRoot, dataset: str) -> list[ManifestRow]:
+    if not root.manifest(dataset).exists():
+        raise SourceError(f"no manifest for {dataset!r} under {root.path}: run `musictext ingest {dataset}` first")
     rows = read_manifest(root.manifest(dataset))
     if _manifest_quarantined(root, dataset):
         raise SourceError(f"the manifest of {dataset!r} was damaged and is now in quarantine/ (see the warning "
                           f"above): `musictext ingest {dataset}` rebuilds it")
     if not rows:
-        raise SourceError(f"no manifest for {dataset!r} under {root.path}: run `musictext ingest {dataset}` first")
+        raise SourceError(f"the manifest of {dataset!r} at {root.manifest(dataset)} has no items")
     return rows
+
+
+def _empty_catalog(root: DataRoot, dataset: str, limit: int | None) -> SourceError:
+    """What to say when a catalog ends with no items at all: which rows it rejected, or that it found none."""
+    rejected = [r for r in read_status(root.status_dir("catalog", dataset)).values() if not r.is_ok]
+    found = (f"all {len(rejected)} metadata row(s) it read were rejected (`musictext status` gives the reasons)"
+             if rejected else "the source listed none with these options and settings")
+    asked = " (--limit 0)" if limit == 0 else ""
+    return SourceError(f"the catalog of {dataset!r} has no items{asked}: {found}; check its options "
+                       "(`musictext datasets`) and mirrors")
 
 
 @flow(name="catalog", flow_run_name="catalog-{dataset}", task_runner=RUNNER)
@@ -225,6 +255,8 @@ def catalog(dataset: str, options: dict[str, Any] | None = None, limit: int | No
         ctx = SourceContext(data_root, settings, options or {}, limit)
         existing = read_manifest(data_root.manifest(dataset))
         update = merge_rows(existing, source.catalog(ctx))
+        if not update.rows:
+            raise _empty_catalog(data_root, dataset, limit)
         if update.dirty:
             write_manifest(data_root.manifest(dataset), update.rows)
     summary = StageSummary(dataset, "catalog", len(update.rows), len(existing), update.added + update.changed,
@@ -352,6 +384,7 @@ def verify(dataset: str, models: list[str] | None = None, root: str | None = Non
     summary = StageSummary.from_plan(dataset, "verify", plan, results)
     shard_problems = sum(len(c.problems) for c in checks.shards.values())
     summary.extra = f"report {md_path}; {shard_problems} shard problem(s); verdict {report.verdict}"
+    summary.verdict = report.verdict
     if FlowRunContext.get() is not None:
         create_markdown_artifact(md_path.read_text(), key=artifact_key(dataset, "verification-report"),
                                  description=f"verification report of {dataset}")

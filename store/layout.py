@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from store.errors import DataRootError
+from store.names import check_name
+
 STAGES = ("catalog", "acquire", "preprocess", "embed", "verify")
 _MAX_NAME = 200
 
@@ -37,16 +40,20 @@ class DataRoot:
     path: Path
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path).resolve())
+        path = Path(self.path).resolve()
+        if path.exists() and not path.is_dir():
+            raise DataRootError(f"the data root {path} is a file, not a folder: point --root (or MUSICTEXT_ROOT, "
+                                "or root in musictext.toml) at a folder, new or existing")
+        object.__setattr__(self, "path", path)
 
     def manifest(self, dataset: str) -> Path:
-        return self.path / "manifests" / f"{dataset}.parquet"
+        return self.path / "manifests" / f"{check_name(dataset, 'dataset')}.parquet"
 
     def raw_dir(self, dataset: str) -> Path:
-        return self.path / "raw" / dataset
+        return self.path / "raw" / check_name(dataset, "dataset")
 
     def clip_dir(self, dataset: str) -> Path:
-        return self.path / "clips" / dataset
+        return self.path / "clips" / check_name(dataset, "dataset")
 
     def clip_path(self, dataset: str, item_id: str) -> Path:
         return self.clip_dir(dataset) / f"{item_key(item_id)}.flac"
@@ -54,20 +61,22 @@ class DataRoot:
     def status_dir(self, stage: str, dataset: str) -> Path:
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-        return self.path / "status" / stage / dataset
+        return self.path / "status" / stage / check_name(dataset, "dataset")
 
     def embed_status_dir(self, model: str, dataset: str, space: str) -> Path:
         """Embed records are kept per space and model: one item can succeed with one model and fail with another,
         and an item embedded in an old space is still to do in a new one."""
-        return self.status_dir("embed", dataset) / space / model
+        return self.status_dir("embed", dataset) / check_name(space, "space") / check_name(model, "model")
 
     def shard_dir(self, model: str, dataset: str, space: str) -> Path:
         """``embeddings/<space>/<model>/<dataset>``: vectors of one space never share a directory with another's
         (rule 3, append-only: a new space is a new directory, the old one stays as it was)."""
-        return self.path / "embeddings" / space / model / dataset
+        names = (check_name(space, "space"), check_name(model, "model"), check_name(dataset, "dataset"))
+        return self.path.joinpath("embeddings", *names)
 
     def embedded(self, dataset: str) -> list[tuple[str, str]]:
         """``(space, model)`` pairs with shards or embed records for ``dataset``, in order."""
+        check_name(dataset, "dataset")
         with_shards = {(d.parent.parent.name, d.parent.name) for d in self._shard_dirs(f"*/*/{dataset}")}
         records = self.status_dir("embed", dataset)
         recorded = {(d.parent.name, d.name) for d in records.glob("*/*") if d.is_dir()} if records.is_dir() else set()
@@ -76,7 +85,7 @@ class DataRoot:
     def legacy_shard_dirs(self, dataset: str | None = None) -> list[Path]:
         """``embeddings/<model>/<dataset>`` directories of shards written before spaces existed (the layout had
         no space level), for ``dataset`` or every dataset."""
-        return self._shard_dirs(f"*/{dataset or '*'}")
+        return self._shard_dirs(f"*/{check_name(dataset, 'dataset') if dataset else '*'}")
 
     def _shard_dirs(self, pattern: str) -> list[Path]:
         base = self.path / "embeddings"
@@ -84,10 +93,14 @@ class DataRoot:
 
     def lock(self, stage: str, key: str) -> Path:
         """What one run of ``stage`` on ``key`` (a dataset) holds, so two such runs never overlap."""
-        return self.path / "locks" / stage / key
+        return self.path / "locks" / check_name(stage, "stage") / check_name(key, "dataset")
 
     def runs_dir(self) -> Path:
         return self.path / "runs"
+
+    def run_dir(self, run_id: str) -> Path:
+        """``runs/<run_id>``: a training run's checkpoints, metrics and plots."""
+        return self.runs_dir() / check_name(run_id, "run id")
 
     def reports_dir(self) -> Path:
         return self.path / "reports"
@@ -95,6 +108,10 @@ class DataRoot:
     def quarantine_dir(self) -> Path:
         """``quarantine/``: damaged state files moved aside (``store/quarantine.py``), kept for inspection."""
         return self.path / "quarantine"
+
+    def evaluation_dir(self, name: str) -> Path:
+        """``reports/evaluation/<name>``: one evaluation report and its plots."""
+        return self.reports_dir() / "evaluation" / check_name(name, "report name")
 
     def datasets(self) -> list[str]:
         """Datasets that have a manifest, in name order."""

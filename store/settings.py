@@ -3,21 +3,39 @@
 Precedence (highest first): explicit arguments, environment variables, the TOML file named by
 ``MUSICTEXT_CONFIG`` (default ``./musictext.toml``), built-in defaults. Workers of a Prefect server
 read the same variables, so a deployment and a CLI run agree on the data root.
+
+Strict on purpose: an unknown key in the file (``unit_sise = 5``) or an argument is an error, not a setting
+silently left at its default, and every error names the field and where its value came from (the file, the
+variable, an argument). Settings are read when a command or flow runs, never at import, so a bad file cannot
+break ``musictext --help``.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as SourceParseError
+
+from store.errors import UserError
+
+ENV_PREFIX = "MUSICTEXT_"
+
+
+class InvalidSettingsError(UserError, ValueError):
+    """Settings that cannot be used (bad TOML, an unknown key, a value of the wrong type), said with the field and
+    the file, variable or argument it came from."""
 
 
 def config_file() -> Path:
@@ -25,7 +43,7 @@ def config_file() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MUSICTEXT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     root: Path = Field(Path("data"), description="The data root every stage reads and writes.")
     unit_size: int = Field(100, ge=1, description="Items per work unit (one Prefect task each).")
@@ -103,5 +121,52 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Settings as a stage sees them; ``overrides`` win over everything (CLI flags, flow parameters)."""
-    return Settings(**{key: value for key, value in overrides.items() if value is not None})
+    """Settings as a stage sees them; ``overrides`` win over everything (CLI flags, flow parameters).
+
+    :class:`InvalidSettingsError` when they cannot be used: the TOML file is not TOML (its line is named), a key
+    is unknown, or a value has the wrong type or range (the field and its source are named)."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    _check_named_file()
+    try:
+        return Settings(**given)
+    except tomllib.TOMLDecodeError as error:
+        raise InvalidSettingsError(f"settings file {config_file().resolve()} is not valid TOML: {error}") from None
+    except OSError as error:
+        raise InvalidSettingsError(f"settings file {config_file().resolve()} cannot be read: {error}") from None
+    except SourceParseError as error:  # a list or dict variable that is not JSON
+        raise InvalidSettingsError(f"settings: {error}; a list or table in a {ENV_PREFIX}* variable is written as "
+                                   f"JSON, e.g. {ENV_PREFIX}EMBED_DEVICES='[\"cuda:0\"]'") from None
+    except ValidationError as error:
+        problems = "; ".join(_problem(e, given) for e in error.errors())
+        raise InvalidSettingsError(f"settings: {problems}") from None
+
+
+def _check_named_file() -> None:
+    """A file named by ``MUSICTEXT_CONFIG`` must be there: a typo in it would otherwise run on the defaults. (The
+    default ``./musictext.toml`` may be absent; ``/dev/null`` is how to read no file.)"""
+    named = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if named and (not Path(named).exists() or Path(named).is_dir()):
+        state = "a folder" if Path(named).is_dir() else "not there"
+        raise InvalidSettingsError(f"settings file {Path(named).resolve()} (named by {ENV_PREFIX}CONFIG) is {state}")
+
+
+def _problem(error: Mapping[str, Any], given: Mapping[str, object]) -> str:
+    """One validation error: the field, where its value came from and what is wrong, with a suggestion for an
+    unknown key."""
+    field = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(field, Settings.model_fields, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return f"unknown setting {field!r} {_source(field, given)}{hint}"
+    return f"{field} {_source(field, given)}: {error['msg']} (got {error['input']!r})"
+
+
+def _source(field: str, given: Mapping[str, object]) -> str:
+    """Where ``field``'s value came from, in precedence order: an argument, a variable, else the file."""
+    top = field.split(".", 1)[0]
+    if top in given:
+        return "given as an argument"
+    variable = f"{ENV_PREFIX}{top}".upper()
+    if any(name.upper() == variable for name in os.environ):
+        return f"in variable {variable}"
+    return f"in {config_file().resolve()}"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from store.errors import InvalidInputError, MissingInputError
 from store.layout import DataRoot
 from store.shards import open_shard, shard_paths
 
@@ -31,20 +32,21 @@ def vector_locations(root: DataRoot, model: str, dataset: str, space: str) -> Ve
     paths = shard_paths(directory)
     if not paths:
         hint = _old_space_hint(root, model, dataset)
-        raise FileNotFoundError(f"no {model} embeddings in space {space} for {dataset} under {directory}; run "
+        raise MissingInputError(f"no {model} embeddings in space {space} for {dataset} under {directory}; run "
                                 f"`musictext embed {dataset} --model {model}` first{hint}")
     locations: dict[str, tuple[Path, int]] = {}
     dims = set()
     for path in paths:
         shard = open_shard(path)
         if shard.space != space:
-            raise ValueError(f"shard {path} holds vectors of space {shard.space or '(none)'}, not {space}; vectors "
-                             "of different spaces cannot be used together: move it aside and re-embed")
+            raise InvalidInputError(f"shard {path} holds vectors of space {shard.space or '(none)'}, not {space}; "
+                                    "vectors of different spaces cannot be used together: move it aside and re-embed")
         dims.add(int(shard.attrs["dim"]))
         locations.update((item_id, (path, row)) for row, item_id in enumerate(shard.item_ids))
     if len(dims) != 1:
-        raise ValueError(f"the {model} shards of {dataset} under {directory} have different sizes {sorted(dims)}; "
-                         f"they were made by different model revisions and cannot be used together")
+        raise InvalidInputError(f"the {model} shards of {dataset} under {directory} have different sizes "
+                                f"{sorted(dims)}; they were made by different model revisions and cannot be used "
+                                "together")
     return VectorLocations(locations, dims.pop(), dict(shard.attrs))
 
 

@@ -8,16 +8,16 @@ state and schedule only make sense for the settings that produced them), except 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from store.errors import InvalidInputError
+from store.names import InvalidNameError, check_name
 from training.data import check_fractions
 from training.model import DEFAULT_ENCODER, HEADS
 
 RESUMABLE_CHANGES = frozenset({"device", "num_workers"})
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "datasets", tuple(self.datasets))
         object.__setattr__(self, "fractions", check_fractions(self.fractions))
-        for problem in self._problems():
-            raise ValueError(f"training config: {problem}")
+        problems = self._problems()
+        if problems:
+            raise InvalidInputError(f"training config: {'; '.join(problems)}")
 
     def _problems(self) -> list[str]:
         positive = ("batch_size", "grad_accum", "lr", "epochs", "checkpoint_every", "eval_every", "max_length",
@@ -75,8 +76,11 @@ class TrainConfig:
         problems += [f"{name} must be positive when set, got {getattr(self, name)}"
                      for name in ("max_steps", "patience", "val_limit", "encoder_lr", "max_grad_norm")
                      if getattr(self, name) is not None and getattr(self, name) <= 0]
-        if not _RUN_ID.match(self.run_id):
-            problems.append(f"run_id {self.run_id!r} must be letters, digits, '.', '_' or '-' (a directory name)")
+        for what, name in [("run_id", self.run_id), *(("dataset", dataset) for dataset in self.datasets)]:
+            try:
+                check_name(name, what)
+            except InvalidNameError as error:
+                problems.append(str(error))
         if not self.datasets:
             problems.append("name at least one dataset")
         if self.head not in HEADS:

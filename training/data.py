@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from store.errors import InvalidInputError, MissingInputError
 from store.forking import forget_inherited_exit_hooks
 from store.layout import DataRoot
 from store.manifest import ManifestRow, read_manifest
@@ -163,7 +164,7 @@ def load_splits(
     for dataset in datasets:
         rows = read_manifest(root.manifest(dataset))
         if not rows:
-            raise FileNotFoundError(f"{dataset} has no manifest at {root.manifest(dataset)}; run its catalog first")
+            raise MissingInputError(f"{dataset} has no manifest at {root.manifest(dataset)}; run its catalog first")
         found = vector_locations(root, model, dataset, space)
         locations, dims[dataset] = found.locations, found.dim
         for row in rows:
@@ -290,8 +291,8 @@ class EpochBatches(Sampler[list[int]]):
 
     def __init__(self, size: int, batch_size: int, *, seed: int, epoch: int, start: int = 0) -> None:
         if size < batch_size:
-            raise ValueError(f"the training split has {size} items, fewer than one batch of {batch_size}; "
-                             f"lower the batch size or add data")
+            raise InvalidInputError(f"the training split has {size} items, fewer than one batch of {batch_size}; "
+                                    f"lower the batch size or add data")
         self.size, self.batch_size, self.seed, self.epoch, self.start = size, batch_size, seed, epoch, start
 
     def __len__(self) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from store.errors import InvalidInputError, MissingInputError
 from store.layout import DataRoot
 from training.config import TrainConfig
 from training.data import Item, load_splits
@@ -54,9 +55,9 @@ class Evaluation:
 
 
 def run_config(root: DataRoot, run_id: str) -> TrainConfig:
-    path = root.runs_dir() / run_id / "config.json"
+    path = root.run_dir(run_id) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no training run {run_id!r} under {root.runs_dir()}; `musictext train` makes one")
+        raise MissingInputError(f"no training run {run_id!r} under {root.runs_dir()}; `musictext train` makes one")
     return TrainConfig.from_json(json.loads(path.read_text()))
 
 
@@ -65,30 +66,30 @@ def evaluate_runs(root: DataRoot, run_ids: Sequence[str], *, tag_families: Mappi
     """Score ``run_ids`` and their untrained baselines on the test split; write the report with its plots under
     ``reports/evaluation/<name>/`` (``name`` defaults to the run ids joined). ``tag_families`` maps a dataset
     to its single-label tag families (``Source.tag_families``); a dataset it lacks has none."""
+    out_dir = root.evaluation_dir(name or "+".join(run_ids))  # a name that cannot be a folder fails first
     configs = {run_id: run_config(root, run_id) for run_id in run_ids}
     first = next(iter(configs.values()))
     for run_id, config in configs.items():
         differing = [f for f in SHARED_FIELDS if getattr(config, f) != getattr(first, f)]
         if differing:
-            raise ValueError(f"run {run_id} differs from {run_ids[0]} in {', '.join(differing)}; runs evaluated "
-                             "together must share their test split")
+            raise InvalidInputError(f"run {run_id} differs from {run_ids[0]} in {', '.join(differing)}; runs evaluated "
+                                    "together must share their test split")
     splits = load_splits(root, first.datasets, first.model, first.space, fractions=first.fractions, seed=first.seed)
     if len({item.group for item in splits.test}) < 2:
-        raise ValueError(f"the test split of {', '.join(first.datasets)} has fewer than two groups; evaluation "
-                         "needs more (grow the corpus)")
+        raise InvalidInputError(f"the test split of {', '.join(first.datasets)} has fewer than two groups; evaluation "
+                                "needs more (grow the corpus)")
     pairs = validation_set(splits.test)
     test, texts, audio = pairs.items, pairs.texts, pairs.audio
     results: dict[str, dict[str, float]] = {}
     trained: dict[str, TextEmbedder] = {}
     for run_id, config in configs.items():
-        trained[run_id] = load_text_embedder(checkpoint_model_dir(root.runs_dir() / run_id), device=device)
+        trained[run_id] = load_text_embedder(checkpoint_model_dir(root.run_dir(run_id)), device=device)
         results[f"{run_id} ({config.head})"] = retrieval_metrics(trained[run_id].encode(texts), audio)
         untrained = TextEmbedder(EmbedderConfig(audio_dim=splits.audio_dim, head=config.head, encoder=config.encoder,
                                                 max_length=config.max_length, seed=config.seed,
                                                 audio_model=config.model)).to(device)
         results[f"untrained {config.head} (baseline)"] = retrieval_metrics(untrained.encode(texts), audio)
     best = max(configs, key=lambda run_id: results[f"{run_id} ({configs[run_id].head})"]["t2m_R@10"])
-    out_dir = root.reports_dir() / "evaluation" / (name or "+".join(run_ids))
     out_dir.mkdir(parents=True, exist_ok=True)
     plots, zero_shot = _pictures(out_dir, trained[best], texts, audio, test, first.datasets, tag_families)
     meta = {"runs": list(run_ids), "best_run": best, "model": first.model, "datasets": list(first.datasets),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from store.errors import InvalidInputError, MissingInputError
 from store.layout import DataRoot
 from training.config import TrainConfig
 from training.evaluate import run_config
@@ -33,12 +34,13 @@ class TrainedRun:
 def trained_run(root: DataRoot, run_id: str, *, model: str, space: str) -> TrainedRun:
     """The run ``run_id``, checked to have a best checkpoint and to embed into ``model``'s vectors of ``space``."""
     config = run_config(root, run_id)
-    run_dir = root.runs_dir() / run_id
+    run_dir = root.run_dir(run_id)
     if (config.model, config.space) != (model, space):
-        raise ValueError(f"run {run_id} embeds text into {config.model}'s vectors of space {config.space or '(none)'}, "
-                         f"not {model}'s of space {space}; train a text embedder for them")
+        raise InvalidInputError(f"run {run_id} embeds text into {config.model}'s vectors of space "
+                                f"{config.space or '(none)'}, not {model}'s of space {space}; train a text embedder "
+                                "for them")
     if not checkpoint_model_dir(run_dir).is_dir():
-        raise FileNotFoundError(f"run {run_id} has no best checkpoint yet; it is saved at its first evaluation")
+        raise MissingInputError(f"run {run_id} has no best checkpoint yet; it is saved at its first evaluation")
     return TrainedRun(run_id, run_dir, config, is_finished(run_dir))
 
 
@@ -47,7 +49,7 @@ def newest_run(root: DataRoot, model: str, space: str) -> str:
     finished = [path.parent for path in root.runs_dir().glob("*/config.json") if is_finished(path.parent)]
     runs = [run for run in finished if _learns(root, run.name, model, space)]
     if not runs:
-        raise FileNotFoundError(f"no finished text embedder for {model} in space {space} under {root.runs_dir()}; "
+        raise MissingInputError(f"no finished text embedder for {model} in space {space} under {root.runs_dir()}; "
                                 f"train one with `musictext train --model {model} --dataset DATASET`")
     return max(runs, key=lambda run: checkpoint_model_dir(run).stat().st_mtime).name
 

@@ -39,6 +39,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.optim.lr_scheduler import LambdaLR
 
 from store.atomic import locked, write_text_atomic
+from store.errors import InvalidInputError
 from store.layout import DataRoot
 from training.config import TrainConfig, read_config
 from training.data import EpochBatches, Item, PairDataset, ShardReader, load_splits, pair_loader
@@ -163,7 +164,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was asked for but this torch sees no CUDA GPU; train on cpu or auto")
+        raise InvalidInputError(f"device {name!r} was asked for but this torch sees no CUDA GPU; train on cpu or auto")
     return device
 
 
@@ -191,8 +192,8 @@ def _train(config: TrainConfig, root: DataRoot, run_dir: Path, on_progress: Call
     validation = validation_set(splits.val, limit=config.val_limit, seed=config.seed)
     batches_per_epoch = len(splits.train) // config.batch_size
     if batches_per_epoch < config.grad_accum:
-        raise ValueError(f"{len(splits.train)} training items make {batches_per_epoch} batches of "
-                         f"{config.batch_size}, fewer than grad_accum ({config.grad_accum}); lower either")
+        raise InvalidInputError(f"{len(splits.train)} training items make {batches_per_epoch} batches of "
+                                f"{config.batch_size}, fewer than grad_accum ({config.grad_accum}); lower either")
     max_steps = config.max_steps or config.epochs * (batches_per_epoch // config.grad_accum)
 
     model = (load_text_embedder(last / MODEL_DIR, freeze_encoder=config.freeze_encoder) if last.exists()
@@ -338,8 +339,9 @@ def _check_run_dir(run_dir: Path, config: TrainConfig) -> None:
     if path.exists():
         differences = config.differences(read_config(path))
         if differences:
-            raise ValueError(f"{run_dir} holds a run with another configuration ({'; '.join(differences)}); "
-                             f"resume it with its own configuration, or choose a new run_id")
+            raise InvalidInputError(f"{run_dir} holds a run with another configuration "
+                                    f"({'; '.join(differences)}); resume it with its own configuration, or choose a "
+                                    "new run_id")
 
 
 def _initial_model(config: TrainConfig, audio_dim: int, root: DataRoot) -> TextEmbedder:
@@ -354,7 +356,7 @@ def _initial_model(config: TrainConfig, audio_dim: int, root: DataRoot) -> TextE
     mismatched = [f"{name} {found[name]!r} (wanted {value!r})" for name, value in wanted.items()
                   if found[name] != value]
     if mismatched:
-        raise ValueError(f"init_from {run_dir} has another model: {', '.join(mismatched)}")
+        raise InvalidInputError(f"init_from {run_dir} has another model: {', '.join(mismatched)}")
     model.config = replace(model.config, max_length=config.max_length)
     return model
 
