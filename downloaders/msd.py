@@ -22,10 +22,13 @@ issues no keys). Option ``audio`` picks a substitute:
   7digital id ``<track_7digitalid>.clip.<ext>`` / ``<track_7digitalid>.<ext>`` (flat, or under
   ``A/B/C/`` like the HDF5 files). ``acquire`` copies each into ``raw/msd/audio/``; a track without a file
   is recorded as ``no_audio`` (permanent: add the file and re-run with ``--force``).
-* ``youtube``: the first result of a YouTube search for ``"<artist> <title>"`` (yt-dlp ``ytsearch1:``),
-  its first 30 s. This is a search match, not the original preview: each file's provenance
+* ``youtube``: the first result of a YouTube search for ``"<artist> <title>"`` (at
+  ``settings.youtube_search_url``, videos only), its first 30 s (the whole video when it is shorter), with
+  the same retries and completeness check as every YouTube segment (:mod:`downloaders.transports.youtube`).
+  This is a search match, not the original preview: each file's provenance
   (``youtube-search: <query> → <video id>``) is written beside it as ``<track_id>.provenance.json`` and in
   the acquire record's detail, and the row's ``extra.audio_provenance`` says the audio is a search match.
+  The row's ``source`` names the search as ``ytsearch1:<query>`` (yt-dlp's notation), whatever the origin.
 """
 
 from __future__ import annotations
@@ -34,25 +37,21 @@ import json
 import logging
 import shutil
 import sqlite3
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yt_dlp
 
 from downloaders.base import Source, SourceContext, SourceError, record_catalog_outcomes
 from downloaders.formats import msd as fmt
 from downloaders.transports.archives import Limits, discard_if_broken, extract, list_members
 from downloaders.transports.errors import ArchiveError, DownloadError
 from downloaders.transports.http import HttpClient, discard
-from downloaders.transports.youtube import TRANSIENT, YouTubeClient, classify
+from downloaders.transports.youtube import YouTubeClient
 from processors.text import clean_captions
 from store.atomic import atomic_path, write_text_atomic
 from store.layout import DataRoot, make_item_id
 from store.manifest import ManifestRow
-from store.settings import Settings
 from store.status import FailureClass, StatusRecord
 
 DATASET = "msd"
@@ -347,30 +346,8 @@ def _copy_preview(row: ManifestRow, folder: Path, root: DataRoot) -> StatusRecor
 
 
 def search_url(query: str) -> str:
-    """yt-dlp's search "URL" for the first result of ``query``."""
+    """The row's name for a search of ``query``: yt-dlp's notation for its first result."""
     return f"ytsearch1:{query}"
-
-
-def search_youtube(settings: Settings, query: str) -> str | None:
-    """The id of the first YouTube search result for ``query``, or ``None`` when there is none.
-
-    The YouTube transport downloads known videos only, so the search lives here: one flat yt-dlp extraction
-    of ``ytsearch1:<query>`` (no download), spaced like downloads by ``youtube_sleep_s``. A failed search is
-    transient (a bot check, a rate limit, the network); the classifier's reason is kept when it is one.
-    """
-    time.sleep(settings.youtube_sleep_s)
-    options = {"extract_flat": "in_playlist", "skip_download": True, "quiet": True, "no_warnings": True,
-               "noprogress": True, "cachedir": False, "socket_timeout": settings.http_timeout_s}
-    try:
-        with yt_dlp.YoutubeDL(options) as downloader:
-            info = downloader.extract_info(search_url(query), download=False)
-    except yt_dlp.utils.DownloadError as error:
-        reason = classify(str(error), query).reason
-        last = (str(error).strip().splitlines() or ["no message"])[-1].removeprefix("ERROR: ")
-        raise DownloadError(reason if reason in TRANSIENT else "search_failed",
-                            f"a YouTube search for {query!r} failed ({last}); retried next run") from error
-    entries = [entry for entry in (info or {}).get("entries") or [] if entry and entry.get("id")]
-    return str(entries[0]["id"]) if entries else None
 
 
 def _search_download(row: ManifestRow, client: YouTubeClient, ctx: SourceContext) -> StatusRecord:
@@ -379,11 +356,11 @@ def _search_download(row: ManifestRow, client: YouTubeClient, ctx: SourceContext
         return StatusRecord.failed(row.item_id, STAGE, "no_search_query",
                                    f"{_track_id(row)} has neither artist nor title to search YouTube for")
     try:
-        video_id = search_youtube(ctx.settings, query)
+        video_id = client.search(query)
         if video_id is None:
             return StatusRecord.failed(row.item_id, STAGE, "no_search_result",
                                        f"a YouTube search for {query!r} found nothing")
-        path = client.download_segment(video_id, 0.0, YOUTUBE_SECONDS, _audio_dir(ctx.root) / _track_id(row))
+        path = client.download_segment(video_id, 0.0, YOUTUBE_SECONDS, _audio_dir(ctx.root) / _track_id(row)).path
     except DownloadError as error:
         return error.record(row.item_id, STAGE)
     provenance = f"youtube-search: {query} → {video_id}"

@@ -17,7 +17,7 @@ from downloaders.base import SourceContext
 from embedders.base import Embedder
 from embedders.runtime import embed_clips, shard_attributes
 from flows.devices import loaded_embedder, unit_device
-from processors.clip import write_clip
+from processors.clip import segment_length, write_clip
 from processors.decode import probe_duration
 from processors.errors import AudioError
 from store import __version__
@@ -27,7 +27,7 @@ from store.settings import Settings
 from store.shard_stream import write_results
 from store.shards import Embedded, ShardWriter
 from store.status import FailureClass, StatusRecord, unit_name, write_status
-from verification.audio import check_clip
+from verification.audio import DURATION_TOLERANCE_S, check_clip
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,9 @@ def preprocess_unit(rows: Sequence[ManifestRow], root: DataRoot, settings: Setti
         target = root.clip_path(dataset, row.item_id)
         try:
             start_s, end_s = source.clip_range(row)
-            info = write_clip(source.audio_path(row, root), target, start_s=start_s, end_s=end_s, settings=settings)
+            segment = segment_length(row, (start_s, end_s), DURATION_TOLERANCE_S)
+            info = write_clip(source.audio_path(row, root), target, start_s=start_s, end_s=end_s, settings=settings,
+                              segment=segment)
             records.append(
                 StatusRecord.ok(row.item_id, "preprocess", output=relative(root, target), duration_s=info.duration_s)
             )

@@ -6,6 +6,11 @@ so it is made block by block (decode, fold channels, resample, write) and memory
 size whatever the track's length. The checks that need all the audio (too short, silent) and the decoder's
 truncation check judge only at the end of the stream, while the FLAC is still a temporary file: a rejected
 track leaves nothing behind.
+
+Where the acquired file is itself the item's segment (YouTube downloads only ``[start_s, end_s]``), the
+clip must last the row's span, the same check ``verify`` makes later (``duration_mismatch``): one that does
+not is refused before it can be embedded, and since such a file is an incomplete download, it is deleted so
+the acquire stage (which fetches missing files) downloads it again: a transient failure, not a lost item.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from processors.decode import Audio, open_audio
 from processors.errors import AudioError
 from processors.resample import resample_blocks
 from store.atomic import atomic_path
+from store.manifest import ManifestRow
 from store.settings import Settings
 from store.status import FailureClass
 
@@ -96,9 +102,10 @@ class AudioChecks:
     """:func:`check_audio` on audio that arrives block by block: a block with NaN or infinite values is
     rejected at once; emptiness, length and silence are judged by :meth:`finish` on the totals."""
 
-    def __init__(self, source: Path, sample_rate: int, *, min_s: float, silence_dbfs: float, where: str = "") -> None:
+    def __init__(self, source: Path, sample_rate: int, *, min_s: float, silence_dbfs: float, where: str = "",
+                 segment: SegmentLength | None = None) -> None:
         self.source, self.sample_rate, self.where = source, sample_rate, where
-        self.min_s, self.silence_dbfs = min_s, silence_dbfs
+        self.min_s, self.silence_dbfs, self.segment = min_s, silence_dbfs, segment
         self.frames = 0
         self.peak = 0.0
 
@@ -133,6 +140,15 @@ class AudioChecks:
                 f"{self.source} gives only {duration_s:.2f} s of audio{self.where}, "
                 f"less than the {self.min_s:g} s minimum (setting min_clip_s).",
             )
+        if self.segment is not None and abs(duration_s - self.segment.seconds) > self.segment.tolerance_s:
+            self.source.unlink(missing_ok=True)
+            raise AudioError(
+                "duration_mismatch",
+                f"{self.source} holds {duration_s:.3f} s of audio, but it is the item's whole segment, which "
+                f"lasts {self.segment.seconds:.3f} s: an incomplete download. It was deleted, so the next "
+                "acquire run downloads it again.",
+                failure_class=FailureClass.TRANSIENT,
+            )
         level = _dbfs(self.peak)
         if level < self.silence_dbfs:
             shown = "-inf" if math.isinf(level) else f"{level:.1f}"
@@ -143,17 +159,36 @@ class AudioChecks:
             )
 
 
+@dataclass(frozen=True)
+class SegmentLength:
+    """How long a source file that is itself the item's segment must last, and the leeway."""
+
+    seconds: float
+    tolerance_s: float
+
+
+def segment_length(row: ManifestRow, clip_range: Span, tolerance_s: float) -> SegmentLength | None:
+    """The length the whole acquired file must have when it is the row's segment (the source clips the
+    whole file, yet the row has a span); ``None`` for every other row."""
+    if clip_range != WHOLE_FILE or row.start_s is None or row.end_s is None:
+        return None
+    return SegmentLength(row.end_s - row.start_s, tolerance_s)
+
+
 def write_clip(
-    source: Path, target: Path, *, start_s: float | None, end_s: float | None, settings: Settings
+    source: Path, target: Path, *, start_s: float | None, end_s: float | None, settings: Settings,
+    segment: SegmentLength | None = None,
 ) -> ClipInfo:
     """Decode ``[start_s, end_s]`` of ``source`` (all of it when ``None``), check it and write ``target``,
     ``BLOCK_S`` at a time so that a whole track needs no more memory than a short clip.
 
+    ``segment``: ``source`` is a downloaded segment that must last this long; one that does not is deleted
+    and refused as a transient ``duration_mismatch`` (see the module docstring).
     Raises ``AudioError``; ``target`` is either the complete clip or untouched, never partial.
     """
     with open_audio(source, start_s, end_s, block_s=BLOCK_S) as stream:
         checks = AudioChecks(source, stream.sample_rate, min_s=settings.min_clip_s,
-                             silence_dbfs=settings.silence_dbfs, where=_range_text(start_s, end_s))
+                             silence_dbfs=settings.silence_dbfs, where=_range_text(start_s, end_s), segment=segment)
         folded = (np.ascontiguousarray(at_most_stereo(block.T).T) for block in checks.passing(stream.blocks))
         channels = stereo_channels(stream.channels)
         canonical = resample_blocks(folded, stream.sample_rate, settings.sample_rate, channels)

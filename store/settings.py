@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     )
     hf_endpoint: str = Field("https://huggingface.co", description="Hugging Face Hub endpoint (or a mirror).")
     youtube_url: str = Field("https://www.youtube.com/watch?v=", description="Prefix that makes a video URL.")
+    youtube_search_url: str = Field(
+        "https://www.youtube.com/results?sp=EgIQAQ%253D%253D&search_query=",
+        description="Prefix that makes a YouTube search URL (videos only) of a URL-encoded query (msd audio=youtube).",
+    )
     youtube_cookies: Path | None = Field(None, description="Netscape cookies file passed to yt-dlp.")
     youtube_sleep_s: float = Field(3.0, ge=0, description="Pause between YouTube requests of one worker.")
     youtube_workers: int = Field(2, ge=1, description="YouTube downloads at once.")

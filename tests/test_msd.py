@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 import h5py
 import numpy as np
@@ -346,37 +347,29 @@ def test_hostile_and_broken_track_files_are_catalog_records_and_the_rest_is_cata
 
 
 def test_youtube_strategy_searches_artist_and_title_and_records_the_match_as_such(
-    served, mirror, mirror_settings, monkeypatch: pytest.MonkeyPatch, prefect_server: str
+    served, mirror, mirror_settings, prefect_server: str
 ) -> None:
-    """yt-dlp's ``ytsearch1:`` cannot be pointed at loopback, so only the search answer is stood in for (by
-    intercepting that one URL in yt-dlp); the query, the result parsing, the download of the found video
-    (yt-dlp's generic extractor on the mirror) and the provenance are the real code."""
-    import yt_dlp
+    """The search goes to ``youtube_search_url`` (the mirror's search stand-in), under faults too; the
+    query, the result parsing, the download of the found video and the provenance are the real code."""
+    from mirror import Faults
     from published._youtube import REMOVED, timecode_webm
 
     songs = COPY.songs[:4]
-    found = {youtube_query(song.artist, song.title): f"vid{index}-{song.track_id[-4:]}"
+    found = {youtube_query(song.artist, song.title): f"vid{index}-{song.track_id[-6:]}"
              for index, song in enumerate(songs)}
     found[youtube_query(songs[3].artist, songs[3].title)] = None
+    for query, video_id in found.items():
+        mirror.search(query, [video_id, "Zzzzzzzzzzz"] if video_id else [])
     for video_id in list(found.values())[:2]:
         mirror.media(video_id, timecode_webm())
     mirror.unavailable(found[youtube_query(songs[2].artist, songs[2].title)], REMOVED)
-    searched: list[str] = []
-    real_extract = yt_dlp.YoutubeDL.extract_info
-
-    def extract_info(self, url: str, *args: object, **kwargs: object) -> dict | None:
-        if not url.startswith("ytsearch"):
-            return real_extract(self, url, *args, **kwargs)
-        searched.append(url)
-        video_id = found[url.removeprefix("ytsearch1:")]
-        entries = [] if video_id is None else [{"id": video_id, "url": video_id}]
-        return {"_type": "playlist", "entries": entries}
-
-    monkeypatch.setattr(yt_dlp.YoutubeDL, "extract_info", extract_info)
+    mirror.faults = Faults(script=("503", "drop", None, "429"), paths=("/results", "/watch", "/media"))
     root = DataRoot(mirror_settings.root)
     _, acquire = stages.ingest("msd", {"audio": "youtube"}, limit=4, root=str(root.path))
 
-    assert searched == [f"ytsearch1:{song.artist} {song.title}" for song in songs]
+    searched = [entry.path for entry in mirror.log if entry.path.startswith("/results") and entry.fault is None]
+    assert [unquote_plus(path.partition("=")[2]) for path in searched] == [f"{s.artist} {s.title}" for s in songs]
+    assert mirror.faults.injected == 4
     assert (acquire.ok, acquire.failures) == (2, {"video_removed": 1, "no_search_result": 1})
     rows = {row.item_id: row for row in read_manifest(root.manifest("msd"))}
     records = read_status(root.status_dir("acquire", "msd"))

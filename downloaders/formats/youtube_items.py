@@ -7,9 +7,15 @@ segment: the row keeps ``start_s``/``end_s`` as where in the video it came from 
 of seeking ``start_s`` into a file that is only ``end_s - start_s`` long.
 
 Segments land in ``raw/<dataset>/<item key>.<ext>``, the extension being the container YouTube served
-(WebM/Opus or M4A/AAC, usually). Permanent failures (private, removed, terminated, ...) are recorded with
-their class, so the flows skip them on later runs unless forced; network faults are retried at once with
-the transports' backoff, and what still fails (and bot checks, rate limits) is retried by the next run.
+(WebM/Opus or M4A/AAC, usually). A segment counts as acquired only when its decoded length is the row's span
+to within :data:`~verification.audio.DURATION_TOLERANCE_S` (what ``verify`` later checks the clip against):
+a file already there is re-checked before it is called "already downloaded", and one that is short (a
+download cut off by an older version, or damaged since) is deleted and downloaded again. The transport
+retries faults at once (see :mod:`downloaders.transports.youtube`); what still fails is transient and
+retried by the next run. Permanent failures (private, removed, terminated, ...) are recorded with their
+class, so the flows skip them on later runs unless forced; among them ``video_shorter``: the video, as
+YouTube states its length, ends before the row's segment does, so the segment cannot be what the row
+describes.
 """
 
 from __future__ import annotations
@@ -21,20 +27,18 @@ from typing import Any
 
 from downloaders.base import SourceContext, record_catalog_outcomes
 from downloaders.formats.segments import Rejected, Segment
-from downloaders.transports.errors import DownloadError
-from downloaders.transports.retry import Retryable, with_retries
+from downloaders.transports import youtube
+from downloaders.transports.errors import DownloadError, permanent
 from downloaders.transports.youtube import YouTubeClient
+from processors.errors import AudioError
 from store.layout import DataRoot, item_key, make_item_id
 from store.manifest import ManifestRow
 from store.status import StatusRecord
+from verification.audio import DURATION_TOLERANCE_S
 
 STAGE = "acquire"
 CONTAINERS = (".webm", ".m4a", ".opus", ".ogg", ".mp4", ".mka", ".mkv", ".mp3", ".aac", ".wav", ".flac")
 """Extensions a downloaded segment may have, most likely first; ``audio_path`` looks for them in turn."""
-RETRIED_IN_RUN = frozenset({"network", "postprocessing"})
-"""Transient failures worth another attempt at once, with backoff: a dropped connection (ffmpeg reports one
-that breaks off mid-segment as a failed cut). Bot checks and rate limits are not: trying again at once makes
-them worse, so they wait for the next run."""
 
 
 def segment_row(dataset: str, segment: Segment, *, split: str | None, captions: tuple[str, ...],
@@ -76,22 +80,38 @@ def acquire(rows: Sequence[ManifestRow], ctx: SourceContext) -> Iterator[StatusR
 def _acquire_one(client: YouTubeClient, row: ManifestRow, root: DataRoot) -> StatusRecord:
     existing = audio_path(row, root)
     if existing.is_file():
-        return StatusRecord.ok(row.item_id, STAGE, output=_relative(existing, root), detail="already downloaded")
-    target = root.raw_dir(row.dataset) / item_key(row.item_id)
-
-    def attempt() -> Path:
-        try:
-            return client.download_segment(row.source, row.start_s, row.end_s, target)
-        except DownloadError as error:
-            if error.reason in RETRIED_IN_RUN:
-                raise Retryable(error) from error
-            raise
-
+        if _matches_row(existing, row):
+            return StatusRecord.ok(row.item_id, STAGE, output=_relative(existing, root),
+                                   detail="already downloaded")
+        youtube.discard(existing)
     try:
-        path = with_retries(attempt, client.settings)
+        segment = client.download_segment(row.source, row.start_s, row.end_s,
+                                          root.raw_dir(row.dataset) / item_key(row.item_id))
+        if segment.duration_s < span(row) - DURATION_TOLERANCE_S:
+            youtube.discard(segment.path)
+            raise _video_shorter(row, segment)
     except DownloadError as error:
         return error.record(row.item_id, STAGE)
-    return StatusRecord.ok(row.item_id, STAGE, output=_relative(path, root))
+    return StatusRecord.ok(row.item_id, STAGE, output=_relative(segment.path, root))
+
+
+def span(row: ManifestRow) -> float:
+    """How long the row's segment lasts: what its downloaded file, and the clip made of it, must last."""
+    return row.end_s - row.start_s
+
+
+def _matches_row(path: Path, row: ManifestRow) -> bool:
+    try:
+        return abs(youtube.segment_seconds(path) - span(row)) <= DURATION_TOLERANCE_S
+    except AudioError:
+        return False
+
+
+def _video_shorter(row: ManifestRow, segment: youtube.Segment) -> DownloadError:
+    """The transport accepts a segment cut short only by the video's stated end; the row says it is longer."""
+    return permanent("video_shorter", f"YouTube video {row.source} ends at {segment.video_s} s (as YouTube "
+                     f"states it), so its segment {row.start_s:g}–{row.end_s:g} s holds {segment.duration_s:.2f} "
+                     f"s, not the {span(row):g} s the row describes; skipped until forced.")
 
 
 def _relative(path: Path, root: DataRoot) -> str:

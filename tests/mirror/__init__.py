@@ -5,8 +5,8 @@ endpoint, media files yt-dlp's generic extractor downloads, and injects :class:`
 and ``mirror_settings`` fixtures in ``tests/conftest.py`` start one per test and point settings at it.
 """
 
-from mirror.faults import KINDS, Faults
+from mirror.faults import ALL_KINDS, KINDS, Faults
 from mirror.hub import fast_library_sleeps
 from mirror.server import MIRROR_KEYS, Logged, MirrorServer
 
-__all__ = ["KINDS", "MIRROR_KEYS", "Faults", "Logged", "MirrorServer", "fast_library_sleeps"]
+__all__ = ["ALL_KINDS", "KINDS", "MIRROR_KEYS", "Faults", "Logged", "MirrorServer", "fast_library_sleeps"]

@@ -3,28 +3,39 @@
 Static files answer GET and HEAD with ``Content-Length``, ``ETag``, ``Accept-Ranges`` and single byte
 ranges (``If-Range`` honoured), so resumable downloads are exercised for real. Every request is logged
 and may be hit by a fault (see :class:`Faults`).
+
+The YouTube stand-in answers what yt-dlp's generic extractor reads the way the real site answers its own
+extractor: a watch page (``/watch?v=<id>``) that states the video's duration and where its media is (a
+schema.org ``VideoObject``), the media itself under ``/media/`` (read by ffmpeg in byte ranges, where
+range faults land), a platform message in the status line of a video that is gone, and a search answer
+(``/results?search_query=<query>``, an RSS list of watch links in rank order).
 """
 
 from __future__ import annotations
 
+import functools
+import html
 import json
 import re
 import socket
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from urllib.parse import quote, unquote
+from urllib.parse import quote, quote_plus, unquote
 
 from requests.structures import CaseInsensitiveDict
 
 from mirror.faults import Faults
 from mirror.hub import HubRepos
 from mirror.resources import Answer, Resource
+from processors.decode import probe_duration
+from processors.errors import AudioError
 
 MIRROR_KEYS = ("audioset", "audioset-ontology", "fma", "lastfm", "magnatagatune", "msd", "mtg-jamendo",
                "mtg-jamendo-meta")
@@ -103,9 +114,32 @@ class MirrorServer:
         """Serve a Hub repo at ``revision``; returns the commit hash its answers carry."""
         return self._hub.add(repo_id, revision, files, repo_type=repo_type, lfs=lfs)
 
-    def media(self, video_id: str, audio: bytes | Path, *, ext: str = "webm") -> str:
-        """A media file yt-dlp's generic extractor downloads from ``{base_url}/watch?v={video_id}``."""
-        return self.add(f"/watch?v={video_id}", audio, content_type=_MEDIA_TYPES.get(ext, f"audio/{ext}"))
+    def media(self, video_id: str, audio: bytes | Path, *, ext: str = "webm", duration_s: float | None = None) -> str:
+        """A video yt-dlp's generic extractor downloads from ``{base_url}/watch?v={video_id}``: a watch page
+        stating ``duration_s`` (default: the media's own, as ffprobe reads it; none when it cannot) and the
+        media at ``/media/<id>.<ext>``; returns the watch page's URL."""
+        path = f"/media/{quote(video_id, safe='')}.{ext}"
+        media = self.add(path, audio, content_type=_MEDIA_TYPES.get(ext, f"audio/{ext}"))
+        seconds = _media_seconds(self._files[path]) if duration_s is None else duration_s
+        video = {"@context": "https://schema.org", "@type": "VideoObject", "name": f"Video {video_id}",
+                 "contentUrl": media, "uploadDate": "2017-03-05"}
+        if seconds is not None:
+            video["duration"] = f"PT{seconds:.3f}S"
+        page = (f"<!DOCTYPE html><html><head><title>{html.escape(video_id)}</title>"
+                f'<script type="application/ld+json">{json.dumps(video)}</script></head><body></body></html>')
+        return self.add(f"/watch?v={video_id}", page.encode(), content_type="text/html; charset=utf-8")
+
+    def search(self, query: str, video_ids: Sequence[str]) -> str:
+        """Answer a YouTube search for ``query`` with ``video_ids`` in rank order (none: no result), at
+        ``{base_url}/results?search_query=<query>`` (what ``youtube_search_url`` names here)."""
+        items = "".join(f"<item><title>{html.escape(video_id)}</title>"
+                        f"<link>https://www.youtube.com/watch?v={quote(video_id, safe='')}</link></item>"
+                        for video_id in video_ids)
+        feed = (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>'
+                f"{html.escape(query)}</title><link>{self.base_url}/results</link>{items}</channel></rss>")
+        path = f"/results?search_query={quote_plus(query)}"
+        self.add(path, feed.encode(), content_type="application/rss+xml")
+        return self.base_url + path
 
     def respond(self, path: str, status: int, *, message: str | None = None,
                 headers: Mapping[str, str] | None = None) -> None:
@@ -127,6 +161,7 @@ class MirrorServer:
             "MUSICTEXT_MIRRORS": json.dumps({key: self.host(key) for key in MIRROR_KEYS}),
             "MUSICTEXT_HF_ENDPOINT": self.base_url,
             "MUSICTEXT_YOUTUBE_URL": f"{self.base_url}/watch?v=",
+            "MUSICTEXT_YOUTUBE_SEARCH_URL": f"{self.base_url}/results?search_query=",
             "MUSICTEXT_YOUTUBE_SLEEP_S": "0",
             "MUSICTEXT_HTTP_TIMEOUT_S": "2",
         }
@@ -186,7 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, *, body: bool) -> None:
         self._arrived = time.monotonic()
-        self._fault = self.mirror.faults.draw(self.path)
+        self._fault = self.mirror.faults.draw(self.path, ranged="Range" in self.headers)
         try:
             self._respond(body=body)
         except (BrokenPipeError, ConnectionResetError):
@@ -198,8 +233,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.mirror.record(Logged(self.command, self.path, status, headers, self._fault, self._arrived))
 
     def _respond(self, *, body: bool) -> None:
-        if self._fault == "500":
-            self._send(Answer(500, body=b"injected server error"), body=body)
+        if self._fault in ("500", "503"):
+            self._send(Answer(int(self._fault), body=b"injected server error"), body=body)
             return
         if self._fault == "429":
             retry_after = f"{self.mirror.faults.retry_after_s:g}"
@@ -248,7 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
         return 206, start, stop, headers
 
     def _body(self, resource: Resource, start: int, stop: int, fault: str | None) -> None:
-        half = start + max((stop - start) // 2, 1) if fault in ("drop", "stall") else stop
+        half = self.mirror.faults.cut_point(start, stop) if fault in ("drop", "stall") else stop
         self._write(resource, start, half)
         if fault == "drop":
             self._drop()
@@ -272,3 +307,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.wfile.flush()
         self.connection.shutdown(socket.SHUT_RDWR)
+
+
+@functools.cache
+def _media_seconds(resource: Resource) -> float | None:
+    """The duration a media file's header states (a watch page says how long its video is); ``None`` for
+    bytes that are no media."""
+    with tempfile.NamedTemporaryFile(suffix=".media") as handle:
+        if resource.path is None:
+            handle.write(resource.data or b"")
+            handle.flush()
+        try:
+            return probe_duration(resource.path or Path(handle.name))
+        except AudioError:
+            return None
