@@ -4,6 +4,7 @@ the terminal matters, typer's runner otherwise) and real Prefect flows."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -131,6 +132,21 @@ def test_runs_to_evaluate_or_search_must_exist(tmp_path: Path) -> None:
         assert result.exit_code == 2
         assert _error_lines(result.output) == [
             f"error: no training run 'nope' under {tmp_path / 'runs'}; `musictext train` makes one"]
+
+
+def test_a_run_whose_checkpoint_is_not_a_saved_embedder_is_one_line_in_search(tmp_path: Path) -> None:
+    """search once caught every ValueError and FileNotFoundError, bugs too; now only the family, this among it."""
+    from training.config import TrainConfig
+    from training.trainer import checkpoint_model_dir
+
+    root = DataRoot(tmp_path)
+    config = TrainConfig(model="dsp", datasets=("synthetic",), run_id="broken", space="musictext-dsp-1")
+    model_dir = checkpoint_model_dir(root.run_dir("broken"))
+    model_dir.mkdir(parents=True)
+    (root.run_dir("broken") / "config.json").write_text(json.dumps(config.to_json()))
+    result = runner.invoke(app, ["search", "piano", "--run", "broken", "--root", str(tmp_path)])
+    assert result.exit_code == 2
+    assert _error_lines(result.output) == [f"error: {model_dir} is not a saved text embedder: it has no text_embedder.json"]
 
 
 @pytest.mark.parametrize("name", ["fma", "mtg_jamendo", "music2latent-stereo", "navidrome-2025.11", "a+b", "x" * 128])

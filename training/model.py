@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from embedders.enrichment import IQR_OF_UNIT_NORMAL
+from store.errors import InvalidInputError, MissingInputError
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 HEADS = ("frames", "pooled")
@@ -204,13 +205,14 @@ def load_text_embedder(directory: Path, *, freeze_encoder: bool = False,
     directory = Path(directory)
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
-        raise FileNotFoundError(f"{directory} is not a saved text embedder: it has no {CONFIG_FILE}")
+        raise MissingInputError(f"{directory} is not a saved text embedder: it has no {CONFIG_FILE}")
     config = EmbedderConfig(**json.loads(config_path.read_text()))
     embedder = TextEmbedder(config, freeze_encoder=freeze_encoder, encoder_path=directory / ENCODER_DIR)
     try:
         head = load_file(directory / HEAD_FILE)
     except SafetensorError as error:
-        raise ValueError(f"{directory / HEAD_FILE} is damaged ({error}); train the run again or use another") from None
+        damaged = f"{directory / HEAD_FILE} is damaged ({error}); train the run again or use another"
+        raise InvalidInputError(damaged) from None
     embedder.head.load_state_dict(head)
     return embedder.to(device)
 
