@@ -180,7 +180,7 @@ def preprocess(dataset: str, force: ForceOption = False, root: RootOption = None
                dask_address: DaskAddressOption = None) -> None:
     """Cut and resample acquired audio into canonical 44.1 kHz 16-bit FLAC clips."""
     get_source(dataset)
-    data_root(root)
+    stages.check_manifest(data_root(root), dataset)
     print_summaries([run(stages.preprocess, dataset, force, root_arg(root), dask, dask_address)])
 
 
@@ -203,7 +203,7 @@ def embed(dataset: str,
         raise typer.BadParameter(f"must be one of {', '.join(PRECISIONS)}", param_hint="--precision")
     check_name(dataset, "dataset")
     check_models([model])
-    data_root(root)
+    stages.check_manifest(data_root(root), dataset)
     weights_arg = str(weights) if weights else None
     print_summaries([run(stages.embed, dataset, model, force, root_arg(root), weights_arg, device, dask,
                          dask_address, precision)])
@@ -217,7 +217,7 @@ def verify(dataset: str,
     not ok."""
     check_name(dataset, "dataset")
     check_models(model)
-    data_root(root)
+    stages.check_manifest(data_root(root), dataset)
     summaries = [run(stages.verify, dataset, model, root_arg(root), dask, dask_address)]
     print_summaries(summaries)
     exit_on_problems(summaries)

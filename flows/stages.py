@@ -217,13 +217,20 @@ def verify_task(rows: list[ManifestRow], root: DataRoot, settings: Settings, *, 
     return work.verify_unit(rows, root, settings)
 
 
-def _manifest(root: DataRoot, dataset: str) -> list[ManifestRow]:
-    if not root.manifest(dataset).exists():
-        raise SourceError(f"no manifest for {dataset!r} under {root.path}: run `musictext ingest {dataset}` first")
-    rows = read_manifest(root.manifest(dataset))
+def check_manifest(root: DataRoot, dataset: str) -> None:
+    """:class:`SourceError` when ``dataset`` has no manifest, set aside as damaged or never made; the CLI asks
+    before it starts a stage's flow, the flow again when it reads the manifest."""
+    if root.manifest(dataset).exists():
+        return
     if _manifest_quarantined(root, dataset):
         raise SourceError(f"the manifest of {dataset!r} was damaged and is now in quarantine/ (see the warning "
                           f"above): `musictext ingest {dataset}` rebuilds it")
+    raise SourceError(f"no manifest for {dataset!r} under {root.path}: run `musictext ingest {dataset}` first")
+
+
+def _manifest(root: DataRoot, dataset: str) -> list[ManifestRow]:
+    rows = read_manifest(root.manifest(dataset))  # sets a damaged manifest aside
+    check_manifest(root, dataset)
     if not rows:
         raise SourceError(f"the manifest of {dataset!r} at {root.manifest(dataset)} has no items")
     return rows
