@@ -182,7 +182,7 @@ def test_names_that_are_not_refused_in_every_layout_method(tmp_path: Path, name:
 
 
 @pytest.mark.integration
-def test_verify_exits_1_when_it_finds_problems_and_0_when_all_is_explained(prefect_server: str,
+def test_verify_and_the_pipeline_exit_1_when_verify_finds_problems_and_0_when_all_is_explained(prefect_server: str,
                                                                            tmp_path: Path) -> None:
     root = ["--root", str(tmp_path)]
     assert runner.invoke(app, ["ingest", "synthetic", "--limit", "2", *root]).exit_code == 0
@@ -191,8 +191,14 @@ def test_verify_exits_1_when_it_finds_problems_and_0_when_all_is_explained(prefe
     assert stalled.exit_code == 1, stalled.output
     assert "verdict unexplained_failures" in " ".join(stalled.output.split())
     assert "verify found problems in synthetic" in stalled.output and not _error_lines(stalled.output)
+    pipeline = ["pipeline", "-d", "synthetic", "--stage", "verify", "--in-process", *root]
+    assert runner.invoke(app, pipeline).exit_code == 1  # the pipeline's verify stage counts the same
 
     assert runner.invoke(app, ["preprocess", "synthetic", *root]).exit_code == 0
     verified = runner.invoke(app, ["verify", "synthetic", *root])
     assert verified.exit_code == 0, verified.output
     assert "verdict ok" in " ".join(verified.output.split())
+    assert runner.invoke(app, pipeline).exit_code == 1  # its models (dsp) have no vectors yet
+    assert runner.invoke(app, ["embed", "synthetic", *root]).exit_code == 0
+    embedded = runner.invoke(app, pipeline)
+    assert embedded.exit_code == 0, embedded.output
