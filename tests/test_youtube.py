@@ -339,6 +339,20 @@ def test_real_youtube_messages_are_classified(message: str, reason: str) -> None
     assert message.removeprefix("ERROR: ") in error.detail
 
 
+def test_a_cookie_folder_without_an_owner_is_removed_once_it_is_no_longer_being_made(tmp_path: Path) -> None:
+    """A worker killed between making its folder and locking it leaves no owner file; one that is making its
+    folder right now has none yet either, so only a folder older than the grace period goes."""
+    old, young = tmp_path / f"{youtube.COOKIE_FOLDER_PREFIX}old", tmp_path / f"{youtube.COOKIE_FOLDER_PREFIX}new"
+    for folder in (old, young):
+        folder.mkdir()
+        (folder / "cookies.txt").write_text("secret")
+    stale = time.time() - youtube.UNOWNED_GRACE_S - 5
+    os.utime(old, (stale, stale))
+
+    assert youtube.sweep_cookie_copies(tmp_path) == [old]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [young.name]
+
+
 def test_a_search_asks_the_configured_origin_and_takes_the_first_video(
     mirror: MirrorServer, mirror_settings: Settings
 ) -> None:

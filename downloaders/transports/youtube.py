@@ -169,6 +169,7 @@ def sweep_cookie_copies(folder: Path | None = None) -> list[Path]:
 
 
 def _orphaned(folder: Path) -> bool:
+    """Whether no live client holds ``folder`` (another sweeper removing it meanwhile is no error)."""
     try:
         with (folder / OWNER_FILE).open("rb") as owner:
             fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -176,6 +177,10 @@ def _orphaned(folder: Path) -> bool:
     except BlockingIOError:
         return False
     except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    try:
         return time.time() - folder.stat().st_mtime > UNOWNED_GRACE_S
     except OSError:
         return False
