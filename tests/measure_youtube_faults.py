@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from downloaders import get_source  # noqa: E402
 from downloaders.formats.msd import youtube_query  # noqa: E402
 from downloaders.msd import YOUTUBE_SECONDS  # noqa: E402
 from downloaders.transports.youtube import segment_seconds  # noqa: E402
+from processors.errors import AudioError  # noqa: E402
 from store.layout import DataRoot  # noqa: E402
 from store.manifest import read_manifest  # noqa: E402
 from store.status import read_status  # noqa: E402
@@ -57,6 +59,8 @@ class Outcome:
     leftovers: list[str]
     files: int
     """Media files in the dataset's raw folder: one per acquired item, no duplicates."""
+    failures: Counter[str]
+    """Failed acquire records by reason (``~`` marks a transient one)."""
 
 
 def serve(mirror: MirrorServer) -> dict[str, str]:
@@ -104,7 +108,10 @@ def outcome(root: DataRoot, dataset: str) -> Outcome:
         if record is None or not record.is_ok:
             continue
         path = source.audio_path(row, root)
-        length = segment_seconds(path) if path.is_file() else 0.0
+        try:
+            length = segment_seconds(path) if path.is_file() else 0.0
+        except AudioError:
+            length = 0.0
         if abs(length - expected_s(dataset, row)) <= DURATION_TOLERANCE_S:
             items.add(row.item_id)
         else:
@@ -114,7 +121,9 @@ def outcome(root: DataRoot, dataset: str) -> Outcome:
     leftovers = [p.name for p in root.path.rglob("*") if ".part" in p.name or p.name.endswith((".tmp", ".ytdl"))]
     folder = root.raw_dir(dataset) / ("audio" if dataset == "msd" else "")
     files = sum(p.suffix in (".webm", ".m4a", ".opus", ".mp4") for p in folder.iterdir()) if folder.is_dir() else 0
-    return Outcome(items, bad, permanent, leftovers, files)
+    failures = Counter(("" if record.is_permanent_failure else "~") + (record.reason or "")
+                       for record in records.values() if not record.is_ok)
+    return Outcome(items, bad, permanent, leftovers, files, failures)
 
 
 def ingest(dataset: str) -> None:
@@ -132,7 +141,7 @@ def main() -> None:
     from prefect.testing.utilities import prefect_test_harness
 
     lines = ["| dataset | seed | clean run | after run 1 | after run 2 | faults injected | media files | bad files "
-             "| extra permanent | leftovers |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| extra permanent | leftovers | failures after run 2 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     with prefect_test_harness(server_startup_timeout=90), MirrorServer() as mirror, \
             tempfile.TemporaryDirectory() as scratch:
         hosts = serve(mirror)
@@ -157,7 +166,7 @@ def main() -> None:
                          + (f" (+{len(c.items - clean.items)})" if c.items - clean.items else "") for c in counts]
                 lines.append(f"| {dataset} | {seed} | {len(clean.items)} | {cells[0]} | {cells[1]} | "
                              f"{mirror.faults.injected} | {last.files} | {len(last.bad_files)} | {extra or 0} | "
-                             f"{len(last.leftovers)} |")
+                             f"{len(last.leftovers)} | {dict(last.failures)} |")
                 print(lines[-1], flush=True)
     print("\n".join(lines))
 

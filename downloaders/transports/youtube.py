@@ -383,7 +383,7 @@ class YouTubeClient:
             messages = _Messages()
             self._pace()
             options = {**self._common(messages), "extract_flat": "in_playlist", "skip_download": True,
-                       "playlistend": 1}
+                       "playlistend": 5}  # the first video among the first few results
             try:
                 with yt_dlp.YoutubeDL(options) as downloader:
                     info = downloader.extract_info(url, download=False)
