@@ -1,8 +1,9 @@
 """The loopback mirror every download test runs against: no test touches the internet.
 
 :class:`MirrorServer` serves files in each dataset's published layout, a Hugging Face Hub-compatible
-endpoint, media files yt-dlp's generic extractor downloads, and injects :class:`Faults`. The ``mirror``
-and ``mirror_settings`` fixtures in ``tests/conftest.py`` start one per test and point settings at it.
+endpoint, a YouTube stand-in (watch pages stating durations, media read in byte ranges, searches), and
+injects :class:`Faults`. The ``mirror`` and ``mirror_settings`` fixtures in ``tests/conftest.py`` start one
+per test and point settings at it.
 """
 
 from mirror.faults import ALL_KINDS, KINDS, Faults
