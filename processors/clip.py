@@ -9,8 +9,9 @@ track leaves nothing behind.
 
 Where the acquired file is itself the item's segment (YouTube downloads only ``[start_s, end_s]``), the
 clip must last the row's span, the same check ``verify`` makes later (``duration_mismatch``): one that does
-not is refused before it can be embedded, and since such a file is an incomplete download, it is deleted so
-the acquire stage (which fetches missing files) downloads it again: a transient failure, not a lost item.
+not (or one the decoder finds empty, cut short or undecodable) is refused before it can be embedded, and
+since such a file is an incomplete download, it is deleted so the acquire stage (which fetches missing
+files) downloads it again: a transient failure, not a lost item.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from store.status import FailureClass
 BLOCK_S = 30.0
 """Seconds of source audio decoded, resampled and written at a time (about 10 MiB of stereo float32 at
 44.1 kHz): big enough that per-block overhead vanishes, small enough that a long track needs little memory."""
+
+INCOMPLETE = frozenset({"empty", "truncated", "undecodable"})
+"""What the decoder says of a file that broke off: for a downloaded segment, a reason to fetch it again."""
 
 Span = tuple[float | None, float | None]
 """``(start_s, end_s)`` of one catalogue item within its file; ``(None, None)`` is the whole file."""
@@ -128,8 +132,11 @@ class AudioChecks:
         self.finish()
 
     def finish(self) -> None:
-        """Judge the audio seen so far as complete: empty, too short or silent raise ``AudioError``."""
+        """Judge the audio seen so far as complete: a segment of the wrong length (first: a cut-off download
+        is no reason to give up on the item), empty, too short or silent raise ``AudioError``."""
         duration_s = self.frames / self.sample_rate
+        if self.segment is not None and abs(duration_s - self.segment.seconds) > self.segment.tolerance_s:
+            raise _incomplete(self.source, self.segment, f"holds {duration_s:.3f} s of audio")
         if self.frames == 0:
             raise AudioError(
                 "empty", f"{self.source} decoded to no audio{self.where}; replace it or fix the clip times."
@@ -139,15 +146,6 @@ class AudioChecks:
                 "too_short",
                 f"{self.source} gives only {duration_s:.2f} s of audio{self.where}, "
                 f"less than the {self.min_s:g} s minimum (setting min_clip_s).",
-            )
-        if self.segment is not None and abs(duration_s - self.segment.seconds) > self.segment.tolerance_s:
-            self.source.unlink(missing_ok=True)
-            raise AudioError(
-                "duration_mismatch",
-                f"{self.source} holds {duration_s:.3f} s of audio, but it is the item's whole segment, which "
-                f"lasts {self.segment.seconds:.3f} s: an incomplete download. It was deleted, so the next "
-                "acquire run downloads it again.",
-                failure_class=FailureClass.TRANSIENT,
             )
         level = _dbfs(self.peak)
         if level < self.silence_dbfs:
@@ -186,18 +184,35 @@ def write_clip(
     and refused as a transient ``duration_mismatch`` (see the module docstring).
     Raises ``AudioError``; ``target`` is either the complete clip or untouched, never partial.
     """
-    with open_audio(source, start_s, end_s, block_s=BLOCK_S) as stream:
-        checks = AudioChecks(source, stream.sample_rate, min_s=settings.min_clip_s,
-                             silence_dbfs=settings.silence_dbfs, where=_range_text(start_s, end_s), segment=segment)
-        folded = (np.ascontiguousarray(at_most_stereo(block.T).T) for block in checks.passing(stream.blocks))
-        channels = stereo_channels(stream.channels)
-        canonical = resample_blocks(folded, stream.sample_rate, settings.sample_rate, channels)
-        frames, peak = _write_flac(target, canonical, settings.sample_rate, channels)
+    try:
+        with open_audio(source, start_s, end_s, block_s=BLOCK_S) as stream:
+            checks = AudioChecks(source, stream.sample_rate, min_s=settings.min_clip_s,
+                                 silence_dbfs=settings.silence_dbfs, where=_range_text(start_s, end_s),
+                                 segment=segment)
+            folded = (np.ascontiguousarray(at_most_stereo(block.T).T) for block in checks.passing(stream.blocks))
+            channels = stereo_channels(stream.channels)
+            canonical = resample_blocks(folded, stream.sample_rate, settings.sample_rate, channels)
+            frames, peak = _write_flac(target, canonical, settings.sample_rate, channels)
+    except AudioError as error:
+        if segment is None or error.reason not in INCOMPLETE:
+            raise
+        raise _incomplete(source, segment, f"cannot be used ({error.detail})") from None
     return ClipInfo(
         duration_s=frames / settings.sample_rate,
         channels=channels,
         source_sample_rate=stream.sample_rate,
         peak_dbfs=_dbfs(peak),
+    )
+
+
+def _incomplete(source: Path, segment: SegmentLength, found: str) -> AudioError:
+    """A downloaded segment of the wrong length, deleted so that the acquire stage downloads it again."""
+    source.unlink(missing_ok=True)
+    return AudioError(
+        "duration_mismatch",
+        f"{source} is the item's whole segment, which lasts {segment.seconds:.3f} s, but {found}: an incomplete "
+        "download. It was deleted, so the next acquire run downloads it again.",
+        failure_class=FailureClass.TRANSIENT,
     )
 
 
