@@ -194,7 +194,13 @@ class _Lines:
         return self.read - len(self.row) + 1
 
 
+CSV_FIELD_LIMIT = 128 * 1024
+"""The csv module's own default, set again before each read: the limit is process-wide, and a library that raises
+it (scipy's ARFF reader sets it to the maximum) would otherwise let a runaway quoted field swallow the file."""
+
+
 def _csv_records(path: Path) -> Iterator[tuple[int, dict[str, str] | BadRow]]:
+    csv.field_size_limit(CSV_FIELD_LIMIT)
     with _open_text(path, newline="") as handle:
         lines = _Lines(handle)
         reader = csv.reader(lines)
@@ -229,7 +235,7 @@ def _unreadable(error: csv.Error, lines: _Lines) -> BadRow:
     """A row csv gave up on: too long a field (its limit is 128 KiB), a NUL byte or another CSV error."""
     runs = f" (the row runs to line {lines.read})" if lines.read > lines.first else ""
     if "field larger than field limit" in str(error):
-        return BadRow("field_too_long", f"a field is longer than {csv.field_size_limit():,} characters{runs}: a "
+        return BadRow("field_too_long", f"a field is longer than {CSV_FIELD_LIMIT:,} characters{runs}: a "
                                         "caption that long is a mistake, or a quote opened and never closed; "
                                         "shorten the field or close its quote")
     return BadRow("bad_csv", f"unreadable CSV ({error}){runs}; fix the row")
