@@ -18,12 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import httpx2
 from huggingface_hub import constants, snapshot_download, try_to_load_from_cache
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
 
 from store.errors import UserError
 from store.secrets import causes, scrub, scrubbed_logs
+
+try:
+    import httpx2 as hub_http  # huggingface_hub >= 1 talks through httpx2
+except ModuleNotFoundError:  # huggingface_hub 0.x (the models extra's transformers 4.57) uses requests: OSErrors
+    import httpx as hub_http
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 LOCAL_REVISION = "local"
@@ -116,7 +120,7 @@ def fetch_weights(spec: WeightsSpec, *, endpoint: str, cache_dir: Path | None = 
                     part.repo_id, revision=part.revision, allow_patterns=[*part.files, *part.weight_files],
                     endpoint=endpoint, cache_dir=cache_dir,
                 )
-        except (OSError, httpx2.HTTPError) as error:  # the Hub's errors are OSErrors; the client's are not
+        except (OSError, hub_http.HTTPError) as error:  # the Hub's errors are OSErrors; the client's are not
             where = f"{part.repo_id} at revision {part.revision[:12]} from {endpoint}"
             raise WeightsFetchError(
                 f"could not fetch the {spec.title} weights ({where}): {_fetch_failure(error, endpoint)}"
@@ -133,7 +137,7 @@ def _fetch_failure(error: Exception, endpoint: str) -> str:
             return f"the repository is gated ({said}); accept its conditions on the Hub, then set HF_TOKEN."
         if isinstance(cause, HfHubHTTPError) and cause.response is not None:
             return _refusal(cause.response.status_code, scrub(cause.server_message or ""))
-        if isinstance(cause, httpx2.TransportError):
+        if isinstance(cause, hub_http.TransportError):
             return (f"could not reach {endpoint} ({said}); check the network, or settings.hf_endpoint "
                     "(MUSICTEXT_HF_ENDPOINT) for a mirror.")
         if isinstance(cause, OSError) and cause.errno is not None:
