@@ -8,8 +8,9 @@ MODELS_STAMP := $(MODELS_VENV)/.installed
 DEMO_LIMIT ?= 1200
 DEMO_EPOCHS ?= 8
 SYSTEM_TOOLS := ffmpeg ffprobe fluidsynth
-# The tests also screenshot the Prefect UI with Debian's headless chromium (no browser download).
-TEST_TOOLS := chromium
+# The tests also screenshot the Prefect UI with Debian's headless chromium (no browser download), and compile
+# a tiny LD_PRELOAD library that widens a start-up race in FluidSynth (tests/test_synthetic.py).
+TEST_TOOLS := chromium cc
 
 .PHONY: demo test lint system-deps test-deps apt-install clean-demo
 
@@ -33,7 +34,7 @@ system-deps:
 	@$(MAKE) --no-print-directory apt-install TOOLS="$(SYSTEM_TOOLS)" PACKAGES="ffmpeg fluidsynth"
 
 test-deps:
-	@$(MAKE) --no-print-directory apt-install TOOLS="$(TEST_TOOLS)" PACKAGES="chromium"
+	@$(MAKE) --no-print-directory apt-install TOOLS="$(TEST_TOOLS)" PACKAGES="chromium gcc libc6-dev"
 
 # Installs PACKAGES when one of TOOLS is not on PATH (as root, or through sudo).
 apt-install:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -336,6 +340,54 @@ def test_render_reflects_drums_tempo_and_key() -> None:
     in_key = chroma[[(tonic + pc) % 12 for pc in SCALES["minor"]]].sum() / chroma.sum()
     tritone_key = chroma[[(tonic + 6 + pc) % 12 for pc in SCALES["minor"]]].sum() / chroma.sum()
     assert in_key > 0.7 and in_key > tritone_key + 0.25
+
+
+SLOW_FIRST_RAND = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <unistd.h>
+static int calls;
+int rand(void) {
+    static int (*real)(void);
+    if (!real) real = (int (*)(void))dlsym(RTLD_NEXT, "rand");
+    if (calls++ == 0) usleep(300000);
+    return real();
+}
+"""
+"""A ``rand`` whose first call sleeps: FluidSynth's first ``new_fluid_synth`` draws its dither table with
+``rand`` before it sets the default modulators, so the sleep holds open the window a loaded machine opens
+by chance, in which a synth made by another thread copies the modulators half-set."""
+
+TWO_THREADS_RENDER_FIRST = """
+import sys, threading, numpy as np
+from downloaders.synthesis.compose import compose
+from downloaders.synthesis.render import render
+from downloaders.synthesis.spec import Spec
+spec = Spec.from_dict(__import__("json").loads(sys.argv[1]))
+midi, out = compose(spec), {}
+threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, render(midi, spec.duration_s))) for i in range(2)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+np.save(sys.argv[2], np.stack([out[0], out[1]]))
+"""
+
+
+def test_the_first_renders_of_a_process_match_when_threads_race(tmp_path: Path) -> None:
+    """Before: the second thread's render ignored velocity and volume (a CI run's first WAV came out different)."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    assert compiler, "the tests need a C compiler (make test installs gcc) to slow FluidSynth's start-up"
+    (tmp_path / "slow_rand.c").write_text(SLOW_FIRST_RAND)
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", tmp_path / "slow_rand.so", tmp_path / "slow_rand.c", "-ldl"],
+                   check=True)
+    spec = make_spec(duration_s=10.0)
+    env = {**os.environ, "LD_PRELOAD": str(tmp_path / "slow_rand.so")}
+    result = subprocess.run([sys.executable, "-c", TWO_THREADS_RENDER_FIRST, json.dumps(spec.to_dict()),
+                             tmp_path / "renders.npy"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "fluid_synth_add_default_mod" not in result.stderr
+    reference = render(compose(spec), spec.duration_s)
+    for audio in np.load(tmp_path / "renders.npy"):
+        np.testing.assert_array_equal(audio, reference)
 
 
 def test_silent_midi_is_a_render_error() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -40,9 +41,17 @@ def soundfont_path() -> Path:
     return path
 
 
-@functools.cache
+_LOAD_LOCK = threading.Lock()
+
+
 def _fluidsynth() -> tuple[ModuleType, object]:
-    """pyfluidsynth and its float writer, loaded lazily: a missing library fails a render, not an import."""
+    """pyfluidsynth and its float writer, loaded once and lazily: a missing library fails a render, not an import."""
+    with _LOAD_LOCK:
+        return _load_fluidsynth()
+
+
+@functools.cache
+def _load_fluidsynth() -> tuple[ModuleType, object]:
     try:
         import fluidsynth
     except ImportError as exc:
@@ -56,6 +65,10 @@ def _fluidsynth() -> tuple[ModuleType, object]:
     )
     if write_float is None:
         raise RenderError("this FluidSynth lacks fluid_synth_write_float; install FluidSynth 2 or newer")
+    # The first new_fluid_synth of a process fills the library's global tables and default modulators, and
+    # a synth another thread makes meanwhile copies them half-filled: its notes ignore velocity, volume and
+    # pan, so the same MIDI renders differently. Making that first synth here, under the lock, closes the race.
+    fluidsynth.Synth().delete()
     return fluidsynth, write_float
 
 
