@@ -7,7 +7,7 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
@@ -22,10 +22,10 @@ from embedders.spec import PRECISIONS, EmbedderSpec
 from embedders.weights import MissingWeightsError, fetch_weights, locate_weights
 from flows import pipeline as pipeline_flow
 from flows import stages
+from flows.command_line import EXIT_PROBLEMS, RootOption, data_root_of, fail, root_arg
 from flows.corpus_cli import export_corpus
 from flows.deploy import (
     REPO,
-    ServerRequiredError,
     deploy_all,
     ensure_pools,
     ensure_result_storage,
@@ -37,15 +37,9 @@ from flows.index_cli import index_app
 from flows.progress import console as errors
 from flows.serve_cli import serve
 from store.errors import UserError
-from store.layout import DataRoot
 from store.names import check_name
 from store.settings import load_settings
 from verification.report import VERDICT_OK, status_counts
-
-EXIT_PROBLEMS = 1
-"""``verify`` (or the pipeline's verify stage) found problems: a verdict other than ok."""
-EXIT_USER_ERROR = 2
-"""A user's mistake (an option, a name, a setting, an input to make first), said in one ``error:`` line."""
 
 
 class Commands(TyperGroup):
@@ -59,19 +53,12 @@ class Commands(TyperGroup):
             fail(str(error))
 
 
-def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
-    """``error: <message>`` on stderr, one line however long (never wrapped, never a traceback), and exit."""
-    errors.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(code)
-
-
 out = Console(width=None if Console().is_terminal else 160)
 app = typer.Typer(cls=Commands, help="Build music-text corpora: ingest, preprocess, embed and verify datasets.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
 StageOption = Annotated[list[str] | None, typer.Option(
     "--stage", help=f"Only these stages, in pipeline order (repeatable): {', '.join(pipeline_flow.STAGES)}.")]
-RootOption = Annotated[Path | None, typer.Option("--root", help="Data root (default: MUSICTEXT_ROOT or ./data).")]
 ForceOption = Annotated[bool, typer.Option("--force", help="Also retry items that failed permanently.")]
 OptionsOption = Annotated[list[str] | None, typer.Option(
     "--option", "-o", help="Source option KEY=VALUE (repeatable); `musictext datasets` lists them.")]
@@ -115,12 +102,6 @@ def run(flow_call: Any, *args: Any, **kwargs: Any) -> Any:
         return flow_call(*args, **kwargs)
 
 
-def data_root(root: Path | None) -> DataRoot:
-    """The data root a command works on, read through the settings: a bad setting or a root that is a file is said
-    here, before any flow starts."""
-    return DataRoot(load_settings(root=root_arg(root)).root)
-
-
 def check_models(models: list[str] | None) -> None:
     """Each of ``models`` is an embedder here (:class:`embedders.EmbedderUnavailableError` names the choices)."""
     for model in models or []:
@@ -142,10 +123,6 @@ def chosen_stages(stages: list[str] | None) -> list[str] | None:
         return pipeline_flow.check_stages(stages) if stages else None
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--stage") from None
-
-
-def root_arg(root: Path | None) -> str | None:
-    return str(root) if root else None
 
 
 def print_summaries(summaries: list[stages.StageSummary]) -> None:
@@ -170,7 +147,7 @@ def ingest(dataset: str, limit: Annotated[int | None, typer.Option(help="Catalog
     """Catalog a dataset and acquire its audio (incremental: only what is new or still missing)."""
     options = parse_options(option) | {k: v for k, v in {"subset": subset, "split": split}.items() if v}
     get_source(dataset).check_options(options)
-    data_root(root)
+    data_root_of(root)
     print_summaries(run(stages.ingest, dataset, options, limit, force, root_arg(root), dask, dask_address,
                         whole_tracks))
 
@@ -180,7 +157,7 @@ def preprocess(dataset: str, force: ForceOption = False, root: RootOption = None
                dask_address: DaskAddressOption = None) -> None:
     """Cut and resample acquired audio into canonical 44.1 kHz 16-bit FLAC clips."""
     get_source(dataset)
-    stages.check_manifest(data_root(root), dataset)
+    stages.check_manifest(data_root_of(root), dataset)
     print_summaries([run(stages.preprocess, dataset, force, root_arg(root), dask, dask_address)])
 
 
@@ -203,7 +180,7 @@ def embed(dataset: str,
         raise typer.BadParameter(f"must be one of {', '.join(PRECISIONS)}", param_hint="--precision")
     check_name(dataset, "dataset")
     check_models([model])
-    stages.check_manifest(data_root(root), dataset)
+    stages.check_manifest(data_root_of(root), dataset)
     weights_arg = str(weights) if weights else None
     print_summaries([run(stages.embed, dataset, model, force, root_arg(root), weights_arg, device, dask,
                          dask_address, precision)])
@@ -217,7 +194,7 @@ def verify(dataset: str,
     not ok."""
     check_name(dataset, "dataset")
     check_models(model)
-    stages.check_manifest(data_root(root), dataset)
+    stages.check_manifest(data_root_of(root), dataset)
     summaries = [run(stages.verify, dataset, model, root_arg(root), dask, dask_address)]
     print_summaries(summaries)
     exit_on_problems(summaries)
@@ -241,7 +218,7 @@ def pipeline(dataset: Annotated[list[str] | None,
     if unused:
         raise typer.BadParameter(f"no dataset of this run takes {', '.join(sorted(unused))}", param_hint="--option")
     check_models(model)
-    root_path = data_root(root)
+    root_path = data_root_of(root)
     summaries = run(pipeline_flow.pipeline, datasets, per_dataset, limit, model or ["dsp"], force, root_arg(root),
                     stages=chosen_stages(stage), dask=dask, dask_address=dask_address, hand_off=not in_process,
                     whole_tracks=whole_tracks)
@@ -256,7 +233,7 @@ def pipeline(dataset: Annotated[list[str] | None,
 @app.command()
 def status(root: RootOption = None) -> None:
     """Items per dataset per stage, and failures by reason."""
-    root_path = data_root(root)
+    root_path = data_root_of(root)
     rows = status_counts(root_path)
     if not rows:
         out.print(f"Nothing under {root_path.path} yet: try `musictext ingest synthetic --limit 20`.")
@@ -295,7 +272,7 @@ def train(model: Annotated[str, typer.Option(help="Audio embedder whose space th
     from flows import learning  # torch and transformers load only for the commands that need them
 
     learning.train_configs(model, dataset, run_id, head, stage2, options)
-    data_root(root)
+    data_root_of(root)
     summaries = run(learning.train, model, dataset, run_id, head, stage2, root_arg(root), options)
     table = Table(title="Training runs")
     for column in ("run", "head", "stage", "steps", "best step", "val t→m R@10", "val t→m MRR", "train/val/test"):
@@ -318,7 +295,7 @@ def evaluate(runs: Annotated[list[str], typer.Argument(help="Training runs to co
     from flows import learning
     from training.evaluate import run_config
 
-    root_path = data_root(root)
+    root_path = data_root_of(root)
     root_path.evaluation_dir(name)
     for run_id in runs:
         run_config(root_path, run_id)
@@ -345,7 +322,7 @@ def search(text: str, model: Annotated[str, typer.Option(help="Audio embedder wh
     """The clips closest to TEXT in MODEL's space, found with a trained text embedder."""
     from training.search_clips import search_clips
 
-    found = search_clips(data_root(root), text, model, k=k, datasets=dataset, run_id=run_id)
+    found = search_clips(data_root_of(root), text, model, k=k, datasets=dataset, run_id=run_id)
     table = Table(title=f"{text!r} in {model} space ({found.run_id})")
     for column in ("#", "score", "item", "caption", "clip"):
         table.add_column(column)
@@ -446,16 +423,16 @@ def worker(pool: Annotated[str, typer.Option(help="Work pool: cpu or gpu.")] = "
                help="Flow runs at once (default: 1 on the gpu pool, one GPU job at a time; else no limit).")]
            = None) -> None:
     """Start a process worker on POOL, running flow runs from this clone of the repository."""
-    with server_required():
-        command = [prefect_executable(), "worker", "start", "--pool", pool, "--type", "process"]
-        command += ["--name", name] if name else []
-        limit = limit if limit is not None else (1 if pool == "gpu" else None)
-        command += ["--limit", str(limit)] if limit else []
-        os.environ.setdefault("MUSICTEXT_REPO", str(REPO))
-        # Started in the background (`nohup … &`), a worker inherits an ignored SIGINT, and Prefect's worker
-        # turns SIGTERM into SIGINT: restored, one SIGTERM (systemd, kill) stops it.
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.execv(command[0], command)
+    require_server()
+    command = [prefect_executable(), "worker", "start", "--pool", pool, "--type", "process"]
+    command += ["--name", name] if name else []
+    limit = limit if limit is not None else (1 if pool == "gpu" else None)
+    command += ["--limit", str(limit)] if limit else []
+    os.environ.setdefault("MUSICTEXT_REPO", str(REPO))
+    # Started in the background (`nohup … &`), a worker inherits an ignored SIGINT, and Prefect's worker
+    # turns SIGTERM into SIGINT: restored, one SIGTERM (systemd, kill) stops it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.execv(command[0], command)
 
 
 @app.command()
@@ -463,9 +440,10 @@ def deploy(root: RootOption = None) -> None:
     """Create the cpu and gpu work pools and every deployment of deployments/prefect.yaml (idempotent)."""
     from prefect.client.orchestration import get_client
 
-    with server_required(), get_client(sync_client=True) as client:
+    require_server()
+    with get_client(sync_client=True) as client:
         pools = ensure_pools(client)
-        storage = ensure_result_storage(client, data_root(root))
+        storage = ensure_result_storage(client, data_root_of(root))
     for pool, outcome in pools.items():
         out.print(f"work pool {pool}: {outcome}")
     out.print(storage)
@@ -491,7 +469,8 @@ def reprocess(dataset: str, stage: StageOption = None,
     given = {"datasets": [dataset], "stages": chosen_stages(stage), "models": model, "limit": limit,
              "force": force or None, "whole_tracks": whole_tracks or None}
     parameters = {key: value for key, value in given.items() if value is not None}
-    with server_required(), get_client(sync_client=True) as client:
+    require_server()
+    with get_client(sync_client=True) as client:
         flow_run = run_deployment(deployment, parameters=parameters, timeout=0, as_subflow=False,
                                   flow_run_name=pipeline_flow.run_name([dataset], model))
         out.print(f"flow run {flow_run.name}: {PREFECT_UI_URL.value()}/runs/flow-run/{flow_run.id}")
@@ -502,12 +481,3 @@ def reprocess(dataset: str, stage: StageOption = None,
     out.print(f"{ended.name}: {state.name}" + (f" ({state.message})" if state.message else ""))
     if not state.is_completed():
         raise typer.Exit(1)
-
-
-@contextlib.contextmanager
-def server_required() -> Iterator[None]:
-    try:
-        require_server()
-    except ServerRequiredError as error:
-        fail(str(error))
-    yield

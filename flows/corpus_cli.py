@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,9 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from downloaders import get_source, source_names
 from embedders import EmbedderUnavailableError, embedder_spec
+from flows.command_line import RootOption, data_root_of, fail
 from flows.progress import console as errors
-from store.layout import DataRoot
-from store.settings import load_settings
 
 if TYPE_CHECKING:
     from store.corpus_export import CorpusExport
@@ -35,7 +34,6 @@ ModelOption = Annotated[str | None, typer.Option(
     help="Also export this audio embedder's vectors (column `vector`).")]
 SpaceOption = Annotated[str | None, typer.Option(
     help="The space of MODEL's vectors to export (default: MODEL's current space).")]
-RootOption = Annotated[Path | None, typer.Option("--root", help="Data root (default: MUSICTEXT_ROOT or ./data).")]
 ForceOption = Annotated[bool, typer.Option("--force", help="Replace a non-empty --out.")]
 
 
@@ -44,14 +42,14 @@ def export_corpus(dataset: str, out: OutOption, model: ModelOption = None, space
     """Write DATASET's items (clips embedded as FLAC, captions, tags, and MODEL's vectors) as Parquet shards per
     split with a dataset card, for `datasets.load_dataset` and the Hugging Face Hub."""
     exporter = _exporter()
-    data_root = DataRoot(load_settings(root=str(root) if root else None).root)
+    data_root = data_root_of(root)
     try:
         vector_space = _space(model, space)
         with _ProgressBar(dataset) as progress:
             result = exporter.export_corpus(data_root, dataset, out, model=model, space=vector_space, force=force,
                                             description=_description(dataset), progress=progress)
     except (exporter.CorpusExportError, EmbedderUnavailableError) as error:
-        _fail(str(error))
+        fail(str(error))
     _print_result(result)
 
 
@@ -60,7 +58,7 @@ def _exporter() -> ModuleType:
     try:
         from store import corpus_export
     except ModuleNotFoundError as error:
-        _fail(f"export-corpus needs the export extra ({error.name} is not installed): {EXPORT_EXTRA}")
+        fail(f"export-corpus needs the export extra ({error.name} is not installed): {EXPORT_EXTRA}")
     return corpus_export
 
 
@@ -68,7 +66,7 @@ def _space(model: str | None, space: str | None) -> str | None:
     """The space to read MODEL's vectors from; an unknown MODEL raises :class:`EmbedderUnavailableError`."""
     if model is None:
         if space is not None:
-            _fail("--space names the space of --model's vectors; give --model too")
+            fail("--space names the space of --model's vectors; give --model too")
         return None
     return space or embedder_spec(model).space
 
@@ -106,7 +104,3 @@ def _print_result(result: CorpusExport) -> None:
     if result.model:
         stdout.print(f"{result.model} vectors (space {result.space}); null, no vector: {len(result.missing_vectors)}")
 
-
-def _fail(message: str) -> NoReturn:
-    errors.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(2)

@@ -20,6 +20,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.filesystems import LocalFileSystem
 from prefect.settings import PREFECT_API_URL
 
+from store.errors import UserError
 from store.layout import DataRoot
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,8 +32,8 @@ POOLS = {
 RESULT_STORAGE_BLOCK = "musictext-results"
 
 
-class ServerRequiredError(RuntimeError):
-    """The command needs a Prefect server and none is configured."""
+class ServerRequiredError(UserError, RuntimeError):
+    """The command needs a Prefect server and none is configured; the message says how to start or name one."""
 
 
 def prefect_executable() -> str:

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from embedders import EmbedderUnavailableError
-from flows.progress import console as errors
-from store.layout import DataRoot
-from store.settings import load_settings
+from flows.command_line import EXIT_PROBLEMS, RootOption, data_root_of, fail
 
 
 class ExportFormat(StrEnum):
@@ -26,7 +23,6 @@ class ExportFormat(StrEnum):
     onnx = "onnx"
 
 
-RootOption = Annotated[Path | None, typer.Option("--root", help="Data root (default: MUSICTEXT_ROOT or ./data).")]
 
 
 def export_run(run: Annotated[str, typer.Argument(help="A run id under the data root's runs/, or a run directory.")],
@@ -40,20 +36,15 @@ def export_run(run: Annotated[str, typer.Argument(help="A run id under the data 
     """Export RUN's best text embedder, checked against musictext's own vectors, with a model card."""
     from training import export  # torch and transformers load only for the commands that need them
 
-    data_root = DataRoot(load_settings(root=str(root) if root else None).root)
+    data_root = data_root_of(root)
     try:
         result = export.export_run_dir(export.find_run(data_root, run), format.value, out, force=force)
     except (export.ExportError, EmbedderUnavailableError) as error:
-        _fail(str(error), 2)
+        fail(str(error))
     except export.ExportMismatchError as error:
-        _fail(str(error), 1)
+        fail(str(error), EXIT_PROBLEMS)
     card = result.card
     typer.echo(f"exported run {card.run_id} ({card.head} head, {card.dimension}-d vectors of {card.audio_model}) as "
                f"{result.format} to {result.out}; max abs difference from musictext {result.max_abs_diff:.2g} "
                f"(tolerance {result.tolerance:g})")
 
-
-def _fail(message: str, code: int) -> NoReturn:
-    """One line, never wrapped or traced: ``error: …``."""
-    errors.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(code)

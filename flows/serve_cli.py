@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import errno
 import socket
-from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 
+from flows.command_line import RootOption, data_root_of, fail
 from flows.progress import console as errors
-from store.layout import DataRoot
-from store.settings import load_settings
+from store.errors import UserError
 
 RunOption = Annotated[list[str] | None, typer.Option(
     "--run", help="MODEL=RUN_ID: serve this training run for MODEL (muq, mert, latent, dsp, …; repeatable). "
@@ -27,8 +26,7 @@ def serve(host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 
           port: Annotated[int, typer.Option(help="Port (Navidrome's service default).")] = 9003,
           run: RunOption = None,
           device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",
-          root: Annotated[Path | None, typer.Option("--root", help="Data root (default: MUSICTEXT_ROOT or ./data).")]
-          = None) -> None:
+          root: RootOption = None) -> None:
     """Serve the trained text embedders as Navidrome asks for them: POST /embed_text, GET /models, GET /health."""
     runs = _parse_runs(run)
     _check_port_free(host, port)
@@ -37,12 +35,12 @@ def serve(host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 
     from training.service import create_app, load_models
     from training.trainer import resolve_device
 
-    data_root = DataRoot(load_settings(root=str(root) if root else None).root)
+    data_root = data_root_of(root)
     try:
         chosen_device = resolve_device(device)
         models = load_models(data_root, runs, chosen_device)
-    except (ValueError, OSError, RuntimeError) as error:
-        _fail(str(error))
+    except UserError as error:
+        fail(str(error))
     for model in models:
         state = f"run {model.run.run_id}" if model.run else f"unavailable ({model.reason})"
         errors.print(f"{model.name:>20} {model.spec.stored_dim:>6}-d  {escape(state)}")
@@ -55,7 +53,7 @@ def _parse_runs(pairs: list[str] | None) -> dict[str, str]:
     for pair in pairs or []:
         model, sep, run_id = pair.partition("=")
         if not sep or not model.strip() or not run_id.strip():
-            _fail(f"--run takes MODEL=RUN_ID, e.g. --run muq=muq-musiccaps-pooled; got {pair!r}")
+            fail(f"--run takes MODEL=RUN_ID, e.g. --run muq=muq-musiccaps-pooled; got {pair!r}")
         runs[model.strip()] = run_id.strip()
     return runs
 
@@ -67,9 +65,5 @@ def _check_port_free(host: str, port: int) -> None:
             pass
     except OSError as error:
         reason = "is in use" if error.errno == errno.EADDRINUSE else f"cannot be opened ({error.strerror})"
-        _fail(f"{host}:{port} {reason}; choose another with --port/--host")
+        fail(f"{host}:{port} {reason}; choose another with --port/--host")
 
-
-def _fail(message: str) -> NoReturn:
-    errors.print(f"[red]error:[/] {escape(message)}")
-    raise typer.Exit(2)

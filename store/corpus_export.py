@@ -38,6 +38,7 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCardData
 
 from store.atomic import temp_path_for
+from store.errors import InvalidInputError
 from store.layout import DataRoot
 from store.manifest import ManifestRow, read_manifest
 from store.shard_index import vector_locations
@@ -55,7 +56,7 @@ ProgressCallback = Callable[[int, int], None]
 """Called with (items written, items to write) after each row group."""
 
 
-class CorpusExportError(ValueError):
+class CorpusExportError(InvalidInputError):
     """The export cannot start from what is there (no manifest, no clips, no shards, ``out`` not empty); the
     message says what to do."""
 

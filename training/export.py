@@ -35,6 +35,7 @@ from torch import nn
 
 from embedders import embedder_spec
 from store.atomic import temp_path_for
+from store.errors import InvalidInputError
 from store.layout import DataRoot
 from training.config import read_config
 from training.model import (
@@ -68,7 +69,7 @@ CHECK_TEXTS = (
 """Lengths from one token to past any ``max_length`` (truncation), so the padded batch has real padding."""
 
 
-class ExportError(ValueError):
+class ExportError(InvalidInputError):
     """An export that cannot be made as asked; the message says what to do instead."""
 
 

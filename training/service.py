@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from embedders import embedder_specs
 from embedders.spec import EmbedderSpec
+from store.errors import InvalidInputError, UserError
 from store.layout import DataRoot
 from training.batching import BatchEncoder, Encode, device_worker
 from training.model import TextEmbedder, load_text_embedder
@@ -93,19 +94,23 @@ def _service_name(key: str, names: Mapping[str, EmbedderSpec]) -> str:
     for name, spec in names.items():
         if key in (name, spec.name):
             return name
-    raise ValueError(f"--run {key}=…: no model is called {key!r}; the models are {', '.join(names)}")
+    raise InvalidInputError(f"--run {key}=…: no model is called {key!r}; the models are {', '.join(names)}")
 
 
 def _load(name: str, spec: EmbedderSpec, root: DataRoot, run_id: str | None, device: torch.device) -> ServedModel:
-    if run_id is not None:
-        return _loaded(name, spec, trained_run(root, run_id, model=spec.name, space=spec.space), device)
+    named = run_id is not None
+    if run_id is None:
+        try:
+            run_id = newest_run(root, spec.name, spec.space)
+        except FileNotFoundError:
+            return ServedModel(name, spec, reason=f"no finished training run for {spec.name} in space {spec.space}")
     try:
-        run_id = newest_run(root, spec.name, spec.space)
-    except FileNotFoundError:
-        return ServedModel(name, spec, reason=f"no finished training run for {spec.name} in space {spec.space}")
-    try:
         return _loaded(name, spec, trained_run(root, run_id, model=spec.name, space=spec.space), device)
-    except (ValueError, OSError, RuntimeError) as error:  # a broken run leaves its model unavailable, not the service
+    except (UserError, ValueError, OSError, RuntimeError) as error:  # a wrong run, or a damaged checkpoint or tokenizer
+        if named and isinstance(error, UserError):  # the user asked for this run: say why it cannot serve
+            raise
+        if named:
+            raise InvalidInputError(f"--run {name}={run_id} cannot serve: {error}") from None
         log.warning("%s is unavailable: run %s cannot serve: %s", name, run_id, error)
         return ServedModel(name, spec, reason=f"run {run_id} cannot serve: {error}")
 
@@ -113,8 +118,8 @@ def _load(name: str, spec: EmbedderSpec, root: DataRoot, run_id: str | None, dev
 def _loaded(name: str, spec: EmbedderSpec, run: TrainedRun, device: torch.device) -> ServedModel:
     embedder = load_text_embedder(run.model_dir, device=device)
     if embedder.config.audio_dim != spec.stored_dim:
-        raise ValueError(f"run {run.run_id} gives {embedder.config.audio_dim}-d vectors, but {name}'s audio vectors "
-                         f"are {spec.stored_dim}-d; it was trained on other shards")
+        raise InvalidInputError(f"run {run.run_id} gives {embedder.config.audio_dim}-d vectors, but {name}'s audio "
+                                f"vectors are {spec.stored_dim}-d; it was trained on other shards")
     return ServedModel(name, spec, run, embedder)
 
 

@@ -18,6 +18,7 @@ import onnxruntime
 import pytest
 import typer
 from corpus import DATASETS, DIM, MODEL, SPACE, build_corpus
+from import_blocker import without
 from sentence_transformers import SentenceTransformer
 from transformers import AutoTokenizer
 from typer.testing import CliRunner
@@ -41,31 +42,10 @@ TEXTS = [
 ]
 EXPORTS = {("pooled", "sentence-transformers"), ("pooled", "onnx"), ("frames", "onnx")}
 MUSICTEXT = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["root_packages"]
-BLOCKER = """
-import importlib.abc, sys
-
-BLOCKED = set(sys.argv[1].split(","))
-
-
-class Blocked(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in BLOCKED:
-            raise ModuleNotFoundError(f"{name} is blocked", name=name)
-        return None
-
-
-sys.meta_path.insert(0, Blocked())
-for name in BLOCKED:
-    try:
-        __import__(name)
-    except ModuleNotFoundError:
-        continue
-    raise AssertionError(f"{name} is still importable")
-"""
 SAVE = """
 import numpy
 assert not [name for name in sys.modules if name.partition(".")[0] in BLOCKED], "a blocked package was loaded"
-numpy.save(sys.argv[2], vectors)
+numpy.save(sys.argv[1], vectors)
 """
 
 
@@ -135,10 +115,10 @@ def test_the_model_cards_snippet_runs_where_musictext_cannot_be_imported(
     ONNX torch and transformers) with an import hook, checks they are gone, then runs the card's usage."""
     folder = exports[head, fmt].out
     snippet = re.search(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S).group(1)
-    code = BLOCKER + snippet.replace("path/to/this/folder", str(folder)) + SAVE
+    code = without(blocked, snippet.replace("path/to/this/folder", str(folder)) + SAVE)
     saved = tmp_path / "vectors.npy"
 
-    subprocess.run([sys.executable, "-I", "-c", code, ",".join(blocked), str(saved)], cwd=tmp_path, check=True,
+    subprocess.run([sys.executable, "-I", "-c", code, str(saved)], cwd=tmp_path, check=True,
                    timeout=300)
 
     texts = re.search(r"encode(?:_batch)?\((\[.*?\])\)", snippet).group(1)
