@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from prefect import flow
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -102,6 +103,17 @@ def test_a_root_that_is_a_file_is_said_as_such(tmp_path: Path) -> None:
         assert _error_lines(result.output) == [
             f"error: the data root {root} is a file, not a folder: point --root (or MUSICTEXT_ROOT, or root in "
             "musictext.toml) at a folder, new or existing"]
+
+
+@pytest.mark.parametrize("command", [["deploy"], ["worker", "--pool", "cpu"], ["reprocess", "synthetic"]])
+def test_server_commands_without_a_server_say_how_to_start_one(monkeypatch: pytest.MonkeyPatch,
+                                                               command: list[str]) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        result = runner.invoke(app, command)
+    assert result.exit_code == 2, result.output
+    [line] = _error_lines(result.output)
+    assert line.startswith("error: no Prefect server configured: start one with `musictext server`"), line
 
 
 @pytest.mark.parametrize(("command", "what"), [
