@@ -5,6 +5,13 @@ turns the published metadata into manifest rows; ``acquire`` fetches (or renders
 batch of rows into ``raw/<dataset>/`` and yields one status record per row, never raising for one
 bad item. ``audio_path`` says where a row's acquired audio lives, for the preprocess stage.
 
+Every row names its ``group``, the recording its audio comes from, in the namespace every source that publishes
+that recording shares (``youtube:<video id>`` for MusicCaps, AudioSet and MusicBench; ``jamendo:<number>`` for
+MTG-Jamendo and the Song Describer Dataset; else ``<dataset>:<id>``), and sets ``held_out`` for evaluation audio
+its split does not already say is test (MusicBench's train rows cut from MusicCaps' evaluation clips). The
+catalog writes splits as ``train``/``val``/``test`` and holds out every test row (:func:`store.manifest.canonical_row`);
+training keeps every held-out group, from any catalogued dataset, out of train (:mod:`training.data`).
+
 Below the contract, what the sources share: an acquire record from a row's outcome, and the record of
 metadata rows a catalog could not use (:class:`BadRow` raised per row, :class:`Rejected` kept, and
 :func:`record_catalog_outcomes` writing them as ``catalog`` status records).

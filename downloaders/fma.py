@@ -284,6 +284,7 @@ def _track_rows(track: Track, genres: dict[int, str], subset: str, settings: Set
             tags=tags,
             license=track.license,
             extra=ManifestRow.encode_extra(extra),
+            group=f"{DATASET}:{track.native_id}",
         )
         for start, end in spans
     ]

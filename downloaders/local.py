@@ -44,6 +44,7 @@ from processors.text import clean_captions, clean_tags
 from store.layout import DataRoot, make_item_id
 from store.manifest import ManifestRow
 from store.settings import Settings
+from store.splits import canonical_split
 from store.status import StatusRecord
 
 DATASET = "local"
@@ -336,6 +337,10 @@ def _entry(fields: dict[str, Any], folder: Path) -> CaptionEntry:
     split = fields["split"] or None
     if split is not None and not isinstance(split, str):
         raise BadRow("bad_field", f"'split' must be a string, not {_shown(split)}")
+    try:
+        canonical_split(split)
+    except ValueError as error:
+        raise BadRow("bad_split", f"{error}; fix the row's split or leave it empty") from None
     captions, tags = clean_captions(fields["captions"]), clean_tags(fields["tags"])
     return CaptionEntry(relative, captions, tags, split.strip() if split else None)
 
@@ -400,6 +405,7 @@ def _rows(entry: CaptionEntry, folder: Path, settings: Settings) -> list[Manifes
             captions=entry.captions,
             tags=entry.tags,
             extra=ManifestRow.encode_extra(extra),
+            group=make_item_id(DATASET, entry.path),
         )
         for start, end in catalog_spans(DATASET, duration, settings, whole_if_short=True)
     ]

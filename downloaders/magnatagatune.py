@@ -112,6 +112,7 @@ def row_for(clip: mtt.Annotation, info: dict[str, str] | None) -> ManifestRow:
         tags=clip.tags,
         license=LICENSE,
         extra=ManifestRow.encode_extra(extra),
+        group=f"{DATASET}:{extra['group']}",
     )
 
 

@@ -284,6 +284,7 @@ def row_for(
         tags=tags,
         license=LICENSE,
         extra=ManifestRow.encode_extra(extra),
+        group=f"{DATASET}:{track.song_id or track.track_id}",
     )
 
 

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from downloaders.base import Source, SourceContext, SourceError, acquire_record, record_catalog_outcomes
-from downloaders.formats.mtg_jamendo import FormatError, Track, read_checksums, read_tracks
+from downloaders.formats.mtg_jamendo import FormatError, Track, jamendo_group, read_checksums, read_tracks
 from downloaders.transports.archives import Limits, extract_verified, member_mismatch
 from downloaders.transports.errors import DownloadError, permanent
 from downloaders.transports.http import Checksum, HttpClient
@@ -247,6 +247,7 @@ def _rows(track: Track, choice: Choice, split: str | None, ctx: SourceContext) -
             tags=clean_tags(tag for _, tag in track.tags),
             license=LICENSE,
             extra=ManifestRow.encode_extra(extra),
+            group=jamendo_group(track.track_id),
         )
 
 

@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import quote
 
 from downloaders.base import Source, SourceContext, SourceError, naming_override, record_catalog_outcomes
+from downloaders.formats import youtube_items
 from downloaders.formats.musicbench import (
     PARTS,
     Item,
@@ -212,6 +213,8 @@ def _row(item: Item, split: str, archive: str, revision: str) -> ManifestRow:
         tags=item.tags,
         license=LICENSE,
         extra=ManifestRow.encode_extra(extra),
+        group=youtube_items.youtube_group(item.ytid) if item.ytid else f"{DATASET}:{item.group}",
+        held_out=item.eval_mcaps is True,
     )
 
 

@@ -86,6 +86,7 @@ def row_for(seed: int, index: int) -> ManifestRow:
         tags=tags(spec),
         license=LICENSE,
         extra=ManifestRow.encode_extra(extra),
+        group=make_item_id(DATASET, native),
     )
 
 

@@ -40,7 +40,7 @@ from flows.progress import StageProgress, artifact_key
 from flows.scale_out import unit_runner
 from store.atomic import sweep_stale_temps
 from store.layout import DataRoot
-from store.manifest import ManifestRow, merge_rows, read_manifest, write_manifest
+from store.manifest import ManifestRow, canonical_row, merge_rows, read_manifest, write_manifest
 from store.quarantine import quarantined
 from store.settings import Settings, load_settings
 from store.status import read_status
@@ -261,7 +261,7 @@ def catalog(dataset: str, options: dict[str, Any] | None = None, limit: int | No
         _sweep(data_root, dataset)
         ctx = SourceContext(data_root, settings, options or {}, limit)
         existing = read_manifest(data_root.manifest(dataset))
-        update = merge_rows(existing, source.catalog(ctx))
+        update = merge_rows(existing, map(canonical_row, source.catalog(ctx)))
         if not update.rows:
             raise _empty_catalog(data_root, dataset, limit)
         if update.dirty:

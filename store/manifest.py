@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from store.atomic import atomic_path
 from store.quarantine import read_parquet, skip_damaged
+from store.splits import HELD_OUT_SPLIT, canonical_split
 
 SCHEMA = pa.schema(
     [
@@ -30,8 +31,12 @@ SCHEMA = pa.schema(
         pa.field("tags", pa.list_(pa.string())),
         pa.field("license", pa.string()),
         pa.field("extra", pa.string()),
+        pa.field("group", pa.string()),
+        pa.field("held_out", pa.bool_()),
     ]
 )
+LEGACY_EVAL_FLAGS = ("is_audioset_eval_mcaps",)
+"""``extra`` keys that marked evaluation audio before ``held_out`` was a column."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,14 @@ class ManifestRow:
     tags: tuple[str, ...] = ()
     license: str | None = None
     extra: str = "{}"
+    group: str | None = None
+    """The recording the item's audio comes from, in a namespace shared by every source that publishes the same
+    recordings (``youtube:<video id>``, ``jamendo:<track number>``), else ``<dataset>:<id>``. Items of one group
+    never land on both sides of a train/test split, in any dataset."""
+    held_out: bool = False
+    """The recording is evaluation audio (a test split, or another benchmark's test audio): no item of its group
+    trains, in any dataset of the data root. The catalog sets it for every ``test`` row; sources set it for the
+    rest (MusicBench's train rows cut from MusicCaps' evaluation clips)."""
 
     @property
     def extra_fields(self) -> dict[str, Any]:
@@ -76,10 +89,41 @@ def rows_to_table(rows: Iterable[ManifestRow]) -> pa.Table:
 
 
 def table_to_rows(table: pa.Table) -> list[ManifestRow]:
-    return [
-        ManifestRow(**{**record, "captions": tuple(record["captions"] or ()), "tags": tuple(record["tags"] or ())})
+    rows = [
+        ManifestRow(**{**record, "captions": tuple(record["captions"] or ()), "tags": tuple(record["tags"] or ()),
+                       "held_out": bool(record["held_out"])})
         for record in table.select(SCHEMA.names).to_pylist()
     ]
+    return [row if row.group is not None else _from_legacy(row) for row in rows]
+
+
+def _from_legacy(row: ManifestRow) -> ManifestRow:
+    """A row of a manifest written before ``group`` and ``held_out`` were columns, with both filled from the
+    ``extra`` keys they were kept in, so an old manifest still never leaks (the next catalog rewrites it)."""
+    extra = row.extra_fields
+    video = extra.get("ytid") or (row.source if extra.get("segment_downloaded") else None)
+    if video:
+        group = f"youtube:{video}"
+    elif extra.get("group"):
+        group = f"{row.dataset}:{extra['group']}"
+    else:
+        group = row.item_id.split("@", 1)[0]
+    held_out = any(extra.get(flag) is True for flag in LEGACY_EVAL_FLAGS)
+    return canonical_row(replace(row, group=group, held_out=held_out))
+
+
+def canonical_row(row: ManifestRow) -> ManifestRow:
+    """``row`` as the catalog writes it: its split in the shared vocabulary (:mod:`store.splits`), held out
+    when that split is ``test``. A row without a group is a source's bug, said here rather than found later as
+    a leak."""
+    if not row.group:
+        raise ValueError(f"{row.item_id}: the {row.dataset} source left its group empty; every row names the "
+                         "recording its audio comes from")
+    try:
+        split = canonical_split(row.split)
+    except ValueError as error:
+        raise ValueError(f"{row.item_id}: {error}") from None
+    return replace(row, split=split, held_out=row.held_out or split == HELD_OUT_SPLIT)
 
 
 def read_manifest(path: Path) -> list[ManifestRow]:

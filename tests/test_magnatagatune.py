@@ -22,6 +22,7 @@ from flows import stages
 from store.layout import DataRoot, make_item_id
 from store.manifest import read_manifest
 from store.settings import load_settings
+from store.splits import canonical_split
 from store.status import read_status
 
 HEADER = "clip_id\tno voice\tHard Rock\tfemale  vocal\tmp3_path\n"
@@ -177,14 +178,17 @@ def test_limited_ingest_catalogs_extracts_only_its_members_and_a_second_run_does
     by_id = {r.item_id: r for r in rows}
     for clip in first20:
         row = by_id[make_item_id("magnatagatune", clip.clip_id)]
-        assert (row.split, row.tags, row.source, row.captions) == (clip.split, clip.tags, clip.mp3_path, ())
+        assert (row.split, row.tags, row.source, row.captions) == (canonical_split(clip.split), clip.tags,
+                                                                   clip.mp3_path, ())
+        song = f"{clip.artist} / {clip.album} / {clip.track_number}"
+        assert (row.group, row.held_out) == (f"magnatagatune:{song}", row.split == "test")
         assert (row.start_s, row.end_s, row.license) == (None, None, "CC-BY-NC-SA-3.0")
         extra = row.extra_fields
         assert (extra["title"], extra["artist"], extra["album"]) == (clip.title, clip.artist, clip.album)
-        assert extra["group"] == f"{clip.artist} / {clip.album} / {clip.track_number}"
+        assert extra["group"] == song
     bach = {by_id[make_item_id("magnatagatune", i)].extra_fields["group"] for i in ("2", "6", "10")}
     assert len(bach) == 1
-    assert {r.split for r in rows} == {"train", "valid", "test"}
+    assert {r.split for r in rows} == {"train", "val", "test"}
 
     assert (catalog.worked, acquire.ok, acquire.failed) == (20, 19, 1)
     records = read_status(data_root.status_dir("acquire", "magnatagatune"))

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 
 from store.atomic import atomic_path, sweep_stale_temps, temp_path_for, write_text_atomic
 from store.layout import DataRoot, item_key, make_item_id
-from store.manifest import ManifestRow, merge_rows, read_manifest, write_manifest
+from store.manifest import SCHEMA, ManifestRow, canonical_row, merge_rows, read_manifest, write_manifest
 from store.quarantine import DamagedFileError, is_damage, quarantined, set_aside
 from store.settings import load_settings
 from store.shards import ShardAttributes, ShardWriter, embedded_ids, iter_shards, open_shard, shard_paths
@@ -87,7 +88,8 @@ def test_sweep_removes_only_temps_of_dead_processes(tmp_path: Path) -> None:
 
 
 def _row(native: str, **fields: object) -> ManifestRow:
-    return ManifestRow(item_id=make_item_id("d", native), dataset="d", source=f"src/{native}", **fields)
+    return ManifestRow(**{"item_id": make_item_id("d", native), "dataset": "d", "source": f"src/{native}",
+                          "group": make_item_id("d", native), **fields})
 
 
 def test_manifest_round_trip(tmp_path: Path) -> None:
@@ -313,3 +315,35 @@ def test_a_file_another_run_set_aside_first_is_not_moved_twice(tmp_path: Path) -
     first = set_aside(path, OSError("damaged"))
     assert first is not None and set_aside(path, OSError("damaged")) is None
     assert len(quarantined(root)) == 1
+
+
+# --- the group and held-out contract -------------------------------------------------------------------------
+
+
+def test_a_manifest_written_before_group_and_held_out_were_columns_reads_with_both_filled(tmp_path: Path) -> None:
+    """Older manifests kept them in ``extra``: read back, their rows group and hold out as the catalog would."""
+    legacy = pa.schema([field for field in SCHEMA if field.name not in ("group", "held_out")])
+    records = [
+        {"item_id": "musicbench:a", "dataset": "musicbench", "source": "a.wav", "split": "train",
+         "extra": ManifestRow.encode_extra({"group": "x", "ytid": "vid1", "is_audioset_eval_mcaps": True})},
+        {"item_id": "musiccaps:vid2@30", "dataset": "musiccaps", "source": "vid2", "split": "test",
+         "extra": ManifestRow.encode_extra({"group": "vid2", "segment_downloaded": True})},
+        {"item_id": "fma:2@0", "dataset": "fma", "source": "f.mp3", "split": "validation",
+         "extra": ManifestRow.encode_extra({"group": "2"})},
+        {"item_id": "local:song.flac@30", "dataset": "local", "source": "song.flac", "split": None, "extra": "{}"},
+    ]
+    pq.write_table(pa.Table.from_pylist(records, schema=legacy), tmp_path / "old.parquet")
+    rows = read_manifest(tmp_path / "old.parquet")
+    assert [(row.group, row.held_out, row.split) for row in rows] == [
+        ("youtube:vid1", True, "train"), ("youtube:vid2", True, "test"), ("fma:2", False, "val"),
+        ("local:song.flac", False, None)]
+
+
+def test_the_catalog_form_of_a_row_names_its_split_canonically_and_holds_out_test() -> None:
+    row = ManifestRow("d:a@0", "d", "a.mp3", split="eval_mcaps", group="d:a")
+    assert (canonical_row(row).split, canonical_row(row).held_out) == ("test", True)
+    assert canonical_row(replace(row, split="Validation")).held_out is False
+    with pytest.raises(ValueError, match="the d source left its group empty"):
+        canonical_row(replace(row, group=None))
+    with pytest.raises(ValueError, match=r"d:a@0: split 'holdout' is not one musictext knows"):
+        canonical_row(replace(row, split="holdout"))

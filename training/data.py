@@ -1,9 +1,11 @@
 """Training pairs: manifest rows that have a vector of one audio embedder, their texts and their split.
 
-Splits are decided per *group* (a track, a video, a song), never per clip: clips of one recording share
-its sound, so a group split across train and test would let a model score by recognising the recording.
-A group takes the most held-out official split of its rows (test over val over train) so a source whose
-splits are per clip cannot leak either; groups with no official split are hashed into the fractions.
+Splits are decided per *group* (a track, a video, a song: the manifest's ``group``), never per clip: clips of
+one recording share its sound, so a group split across train and test would let a model score by recognising
+the recording. A group held out in any catalogued dataset is ``test`` (a recording evaluated anywhere is never
+learnt from); else it takes the most held-out official split of its rows (test over val over train) so a
+source whose splits are per clip cannot leak either; groups with no official split are hashed into the
+fractions.
 
 Vectors stay in the HDF5 shards and are read per batch (one read per shard, rows sorted), through one
 h5py handle per shard per process: handles do not survive a fork, so each DataLoader worker opens its own.
@@ -27,18 +29,9 @@ from store.forking import forget_inherited_exit_hooks
 from store.layout import DataRoot
 from store.manifest import ManifestRow, read_manifest
 from store.shard_index import vector_locations
+from store.splits import HELD_OUT_SPLIT, SPLITS, canonical_split
 
-SPLITS = ("train", "val", "test")
 _HELD_OUT = {name: rank for rank, name in enumerate(SPLITS)}
-_SPLIT_NAMES = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validation": "val", "dev": "val",
-    "test": "test", "eval": "test", "evaluation": "test",
-}
-_HELD_OUT_PREFIXES = ("test", "eval")
-"""Source splits such as MusicBench's ``test_a`` and ``eval_mcaps``: whatever their suffix, they are held out."""
-EVAL_FLAGS = ("is_audioset_eval_mcaps",)
-"""``extra`` keys that mark a row as another benchmark's evaluation audio: such a row is always ``test``."""
 
 
 @dataclass(frozen=True)
@@ -90,40 +83,22 @@ def tags_sentence(tags: Sequence[str]) -> str:
 
 
 def official_split(row: ManifestRow) -> str | None:
-    """The row's split as ``train``/``val``/``test``, ``None`` when the source publishes none.
-
-    Raises on a split name it cannot place: guessing could put evaluation audio into training.
-    """
-    extra = row.extra_fields
-    if any(extra.get(flag) is True for flag in EVAL_FLAGS):
-        return "test"
-    if not row.split:
-        return None
-    name = row.split.strip().lower()
-    if name in _SPLIT_NAMES:
-        return _SPLIT_NAMES[name]
-    if name.startswith(_HELD_OUT_PREFIXES):
-        return "test"
-    raise ValueError(
-        f"{row.item_id}: split {row.split!r} is not one training knows; use one of "
-        f"{', '.join(sorted(_SPLIT_NAMES))} (or a name starting with test/eval) in the {row.dataset} manifest"
-    )
+    """The row's split as ``train``/``val``/``test`` (``test`` for held-out audio), ``None`` when the source
+    publishes none. Raises on a split name it cannot place: guessing could put evaluation audio into training."""
+    if row.held_out:
+        return HELD_OUT_SPLIT
+    try:
+        return canonical_split(row.split)
+    except ValueError as error:
+        raise InvalidInputError(f"{row.item_id}: {error}, in the {row.dataset} manifest") from None
 
 
-def group_of(row: ManifestRow) -> str:
-    """The recording a row's clip comes from.
-
-    YouTube videos form one namespace across datasets, because MusicCaps, MusicBench and AudioSet cut clips
-    from the same videos; other sources' ``group`` is qualified by dataset; without one, the item id before
-    ``@`` (the clips of one file).
-    """
-    extra = row.extra_fields
-    video = extra.get("ytid") or (row.source if extra.get("segment_downloaded") else None)
-    if video:
-        return f"youtube:{video}"
-    if extra.get("group"):
-        return f"{row.dataset}:{extra['group']}"
-    return row.item_id.split("@", 1)[0]
+def held_out_groups(root: DataRoot) -> set[str]:
+    """The groups of every held-out row in every catalogued dataset of ``root``, trained on or not: the Song
+    Describer Dataset's tracks are MTG-Jamendo test tracks, MusicCaps' evaluation clips are AudioSet videos, and
+    a recording evaluated anywhere must not be learnt from anywhere."""
+    return {row.group for dataset in root.datasets() for row in read_manifest(root.manifest(dataset))
+            if row.held_out and row.group}
 
 
 def hashed_split(group: str, fractions: tuple[float, float, float], seed: int) -> str:
@@ -177,7 +152,7 @@ def load_splits(
                 items.append(_item(row, location))
     if len(set(dims.values())) != 1:
         raise ValueError(f"{model} vectors differ in size across datasets: {dims}")
-    assigned = _group_splits(items, fractions, seed)
+    assigned = _group_splits(items, fractions, seed, held_out_groups(root))
     by_split: dict[str, list[Item]] = {name: [] for name in SPLITS}
     for item in items:
         by_split[assigned[item.group]].append(_with_split(item, assigned[item.group]))
@@ -185,7 +160,7 @@ def load_splits(
 
 
 def _item(row: ManifestRow, location: tuple[Path, int]) -> Item:
-    return Item(row.item_id, row.dataset, group_of(row), official_split(row) or "", tuple(row.captions),
+    return Item(row.item_id, row.dataset, row.group or row.item_id, official_split(row) or "", tuple(row.captions),
                 tuple(row.tags), location[0], location[1])
 
 
@@ -193,9 +168,11 @@ def _with_split(item: Item, split: str) -> Item:
     return Item(item.item_id, item.dataset, item.group, split, item.captions, item.tags, item.shard, item.row)
 
 
-def _group_splits(items: Sequence[Item], fractions: tuple[float, float, float], seed: int) -> dict[str, str]:
-    """Each group's split: the most held-out official split among its items, else the hashed one."""
-    official: dict[str, str] = {}
+def _group_splits(items: Sequence[Item], fractions: tuple[float, float, float], seed: int,
+                  held_out: set[str]) -> dict[str, str]:
+    """Each group's split: ``test`` when it is held out in any dataset, else the most held-out official split
+    among its items, else the hashed one."""
+    official: dict[str, str] = {group: HELD_OUT_SPLIT for group in held_out}
     for item in items:
         if item.split and _HELD_OUT[item.split] >= _HELD_OUT.get(official.get(item.group, ""), -1):
             official[item.group] = item.split

@@ -28,6 +28,14 @@ _PATH = re.compile(r"^(?P<folder>\d{2})/(?P<stem>\d+)\.mp3$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+def jamendo_group(track: str | int) -> str:
+    """The manifest group of a Jamendo recording, ``jamendo:<number>``, from MTG-Jamendo's ``track_0000948`` or
+    the bare number other datasets use (the Song Describer Dataset's ``track_id``), so both name one group."""
+    number = str(track).removeprefix("track_")
+    if not number.isdigit():
+        raise ValueError(f"{track!r} is not a Jamendo track id (track_<digits> or <digits>)")
+    return f"jamendo:{int(number)}"
+
 
 @dataclass(frozen=True)
 class Track:

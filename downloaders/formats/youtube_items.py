@@ -43,7 +43,8 @@ CONTAINERS = (".webm", ".m4a", ".opus", ".ogg", ".mp4", ".mka", ".mkv", ".mp3", 
 
 def segment_row(dataset: str, segment: Segment, *, split: str | None, captions: tuple[str, ...],
                 tags: tuple[str, ...], license: str, extra: dict[str, Any]) -> ManifestRow:
-    """The manifest row of one segment: ``source`` is the video id, ``group`` the video."""
+    """The manifest row of one segment: ``source`` is the video id, ``group`` the video, in the namespace every
+    YouTube-cut dataset shares (MusicCaps, AudioSet and MusicBench cut clips from the same videos)."""
     return ManifestRow(
         item_id=make_item_id(dataset, segment.ytid, segment.start_s),
         dataset=dataset,
@@ -55,7 +56,12 @@ def segment_row(dataset: str, segment: Segment, *, split: str | None, captions: 
         tags=tags,
         license=license,
         extra=ManifestRow.encode_extra({**extra, "group": segment.ytid, "segment_downloaded": True}),
+        group=youtube_group(segment.ytid),
     )
+
+
+def youtube_group(ytid: str) -> str:
+    return f"youtube:{ytid}"
 
 
 def clip_range(row: ManifestRow) -> tuple[float | None, float | None]:

@@ -33,7 +33,7 @@ import numpy as np
 from embedders import embedder_spec
 from embedders.enrichment import ENRICHMENT, enrich
 from store.layout import DataRoot
-from store.manifest import ManifestRow, write_manifest
+from store.manifest import ManifestRow, canonical_row, write_manifest
 from store.shards import ShardAttributes, ShardWriter
 
 MODEL = "dsp"
@@ -89,7 +89,7 @@ def build_corpus(path: Path, *, tracks: int = 8, official_splits: bool = True, s
     rows: dict[str, list[ManifestRow]] = {}
     for index, (dataset, make) in enumerate(zip(DATASETS, makers, strict=True)):
         pairs = make(chosen[index * tracks:(index + 1) * tracks], official_splits)
-        rows[dataset] = [row for row, _ in pairs]
+        rows[dataset] = [canonical_row(row) for row, _ in pairs]  # as the catalog writes them
         write_manifest(root.manifest(dataset), rows[dataset])
         vectors = {row.item_id: _audio_vector(track, word_vectors, rng) for row, track in pairs}
         _write_shards(root, dataset, {k: v for k, v in vectors.items() if k not in NO_VECTOR}, model)
@@ -115,6 +115,7 @@ def _captioned_rows(tracks: list[Track], official: bool) -> list[tuple[ManifestR
                 item_id=f"captioned:{native}@{start}", dataset="captioned", source=f"{native}.mp3",
                 split=split if official else None, start_s=float(start), end_s=start + 10.0,
                 captions=track.captions(), extra=ManifestRow.encode_extra({"group": native}),
+                group=f"captioned:{native}",
             ), track))
     return pairs
 
@@ -127,7 +128,7 @@ def _tagged_rows(tracks: list[Track], official: bool) -> list[tuple[ManifestRow,
             pairs.append((ManifestRow(
                 item_id=item_id, dataset="tagged", source=f"s{number:03d}.mp3", start_s=float(start),
                 end_s=start + 15.0, tags=() if item_id == NO_TEXT else track.words,
-                extra=ManifestRow.encode_extra({"group": f"song-{number}"}),
+                extra=ManifestRow.encode_extra({"group": f"song-{number}"}), group=f"tagged:song-{number}",
             ), track))
     return pairs
 
@@ -140,7 +141,8 @@ def _bench_rows(tracks: list[Track], official: bool) -> list[tuple[ManifestRow, 
         pairs.append((ManifestRow(
             item_id=f"bench:b{number:03d}", dataset="bench", source=f"audio/b{number:03d}.wav",
             split=split if official else None, captions=track.captions()[:1],
-            extra=ManifestRow.encode_extra({"is_audioset_eval_mcaps": flagged}),
+            extra=ManifestRow.encode_extra({"is_audioset_eval_mcaps": flagged}), group=f"bench:b{number:03d}",
+            held_out=flagged,
         ), track))
     return pairs
 

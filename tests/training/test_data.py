@@ -3,6 +3,7 @@ evaluation sets held out, texts from captions or tags, vectors read back exactly
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -11,13 +12,13 @@ import pytest
 import torch
 from corpus import DATASETS, DIM, MIXED_SPLIT_GROUP, MODEL, NO_TEXT, NO_VECTOR, SPACE, Corpus, build_corpus
 
-from store.manifest import ManifestRow
+from store.layout import DataRoot
+from store.manifest import ManifestRow, canonical_row, write_manifest
 from store.shards import ShardAttributes, ShardWriter, iter_shards, open_shard, shard_paths
 from training.data import (
     EpochBatches,
     PairDataset,
     Splits,
-    group_of,
     hashed_split,
     load_splits,
     official_split,
@@ -62,9 +63,8 @@ def test_official_split_names_are_normalised(split: str | None, expected: str | 
     assert official_split(_row(split=split)) == expected
 
 
-def test_rows_flagged_as_musiccaps_evaluation_audio_are_test_whatever_their_split() -> None:
-    row = _row(split="train", extra=ManifestRow.encode_extra({"is_audioset_eval_mcaps": True}))
-    assert official_split(row) == "test"
+def test_held_out_rows_are_test_whatever_their_split() -> None:
+    assert official_split(_row(split="train", held_out=True)) == "test"
 
 
 def test_an_unknown_split_name_is_refused_with_the_names_that_work() -> None:
@@ -72,13 +72,20 @@ def test_an_unknown_split_name_is_refused_with_the_names_that_work() -> None:
         official_split(_row(split="holdout"))
 
 
-def test_groups_youtube_videos_across_datasets_others_per_dataset() -> None:
-    segment = _row(source="vid123", extra=ManifestRow.encode_extra({"group": "vid123", "segment_downloaded": True}))
-    bench = _row(dataset="musicbench", extra=ManifestRow.encode_extra({"group": "vid123", "ytid": "vid123"}))
-    song = _row(dataset="msd", extra=ManifestRow.encode_extra({"group": "SO1"}))
-    assert group_of(segment) == group_of(bench) == "youtube:vid123"
-    assert group_of(song) == "msd:SO1"
-    assert group_of(_row(item_id="d:track@12.5")) == "d:track"
+def test_a_track_held_out_by_another_dataset_never_trains(corpus: Corpus, tmp_path: Path) -> None:
+    """SDD's tracks are MTG-Jamendo test tracks: with SDD catalogued, an MTG-Jamendo clip of an SDD track (its
+    twin, in one ``jamendo:`` group) is test even when MTG-Jamendo calls it train and SDD is not trained on."""
+    root = DataRoot(tmp_path / "data")
+    shutil.copytree(corpus.root.path, root.path)
+    twin = next(row for row in corpus.rows["tagged"] if row.item_id not in NO_VECTOR and row.item_id != NO_TEXT)
+    assert _splits_of(load_splits(root, ["tagged"], MODEL, SPACE, fractions=(1, 0, 0)))[twin.item_id] == "train"
+    write_manifest(root.manifest("song_describer"), [canonical_row(ManifestRow(
+        "song_describer:1004034", "song_describer", "34/1004034.2min.mp3", split="test", captions=("a song",),
+        group=twin.group))])
+    assigned = _splits_of(load_splits(root, ["tagged"], MODEL, SPACE, fractions=(1, 0, 0)))
+    twins = [row.item_id for row in corpus.rows["tagged"] if row.group == twin.group and row.item_id in assigned]
+    assert twins and all(assigned[item_id] == "test" for item_id in twins)
+    assert {name for item_id, name in assigned.items() if item_id not in twins} == {"train"}
 
 
 def test_hashed_splits_follow_the_fractions_and_the_seed() -> None:
@@ -103,7 +110,7 @@ def test_no_group_is_in_two_splits(splits: Splits) -> None:
 
 def test_official_splits_are_kept_and_a_group_takes_its_most_held_out_one(corpus: Corpus, splits: Splits) -> None:
     assigned = _splits_of(splits)
-    expected = {"train": "train", "valid": "val", "test": "test"}
+    expected = {"train": "train", "val": "val", "test": "test"}  # the catalog wrote "valid" as "val"
     for row in corpus.rows["captioned"]:
         if row.item_id in NO_VECTOR:
             continue
@@ -116,8 +123,8 @@ def test_official_splits_are_kept_and_a_group_takes_its_most_held_out_one(corpus
 
 def test_evaluation_flagged_and_test_parts_never_reach_training(corpus: Corpus, splits: Splits) -> None:
     assigned = _splits_of(splits)
-    held_out = [row for row in corpus.rows["bench"]
-                if row.split == "test_a" or row.extra_fields["is_audioset_eval_mcaps"]]
+    held_out = [row for row in corpus.rows["bench"] if row.held_out]
+    assert {row.split for row in held_out} == {"train", "test"}  # flagged train rows, and test_a written as test
     assert len(held_out) >= 4
     assert all(assigned[row.item_id] == "test" for row in held_out)
     assert all(assigned[row.item_id] == "train" for row in corpus.rows["bench"] if row not in held_out)
