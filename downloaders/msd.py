@@ -20,8 +20,9 @@ issues no keys). Option ``audio`` picks a substitute:
 
 * ``folder`` (default): previews you already have, in ``audio_dir``, named ``<track_id>.<ext>`` or by
   7digital id ``<track_7digitalid>.clip.<ext>`` / ``<track_7digitalid>.<ext>`` (flat, or under
-  ``A/B/C/`` like the HDF5 files). ``acquire`` copies each into ``raw/msd/audio/``; a track without a file
-  is recorded as ``no_audio`` (permanent: add the file and re-run with ``--force``).
+  ``A/B/C/`` like the HDF5 files). ``acquire`` copies each into ``raw/msd/audio/`` (a copy already there
+  with the preview's bytes is kept, so acquiring again writes nothing); a track without a file is recorded
+  as ``no_audio`` (permanent: add the file and re-run with ``--force``).
 * ``youtube``: the first result of a YouTube search for ``"<artist> <title>"`` (at
   ``settings.youtube_search_url``, videos only), its first 30 s (the whole video when it is shorter), with
   the same retries and completeness check as every YouTube segment (:mod:`downloaders.transports.youtube`).
@@ -33,6 +34,7 @@ issues no keys). Option ``audio`` picks a substitute:
 
 from __future__ import annotations
 
+import filecmp
 import json
 import logging
 import shutil
@@ -335,6 +337,9 @@ def _copy_preview(row: ManifestRow, folder: Path, root: DataRoot) -> StatusRecor
             f"there as {track_id}.mp3 (or {extra.get('track_7digitalid')}.clip.mp3) and re-run with --force",
         )
     target = _audio_dir(root) / f"{track_id}{preview.suffix.lower()}"
+    output = str(target.relative_to(root.path))
+    if target.is_file() and filecmp.cmp(preview, target, shallow=False):
+        return StatusRecord.ok(row.item_id, STAGE, output=output, detail=f"already copied from {preview}")
     try:
         with atomic_path(target) as temp:
             shutil.copyfile(preview, temp)
@@ -342,8 +347,7 @@ def _copy_preview(row: ManifestRow, folder: Path, root: DataRoot) -> StatusRecor
         return StatusRecord.failed(row.item_id, STAGE, "copy_failed",
                                    f"could not copy {preview} to {target} ({error.strerror or error}); check "
                                    "permissions and free space", failure_class=FailureClass.TRANSIENT)
-    return StatusRecord.ok(row.item_id, STAGE, output=str(target.relative_to(root.path)),
-                           detail=f"copied from {preview}")
+    return StatusRecord.ok(row.item_id, STAGE, output=output, detail=f"copied from {preview}")
 
 
 def search_url(query: str) -> str:
