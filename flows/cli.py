@@ -288,27 +288,47 @@ def train(model: Annotated[str, typer.Option(help="Audio embedder whose space th
 
 @app.command()
 def evaluate(runs: Annotated[list[str], typer.Argument(help="Training runs to compare (same model and data).")],
-             name: Annotated[str, typer.Option(help="Report folder under reports/evaluation/.")] = "latest",
+             name: Annotated[str | None, typer.Option(
+                 help="Report folder under reports/evaluation/ (default: latest, or DATASET with --on).")] = None,
              device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+             on: Annotated[str | None, typer.Option(
+                 "--on", metavar="DATASET", help="Rank every item of this catalogued benchmark (e.g. song_describer) "
+                                                 "instead of the test split.")] = None,
              root: RootOption = None) -> None:
-    """Text→music and music→text retrieval of RUNS and their untrained baselines on the test split."""
+    """Text→music and music→text retrieval of RUNS, their untrained twins and the prototype and linear baselines,
+    on the test split or on every item of a benchmark dataset."""
     from flows import learning
     from training.evaluate import run_config
+    from training.evaluate_on import check_benchmark
 
+    name = name or on or "latest"
     root_path = data_root_of(root)
     root_path.evaluation_dir(name)
     for run_id in runs:
         run_config(root_path, run_id)
-    result = run(learning.evaluate, runs, name, root_arg(root), device)
-    table = Table(title=f"Test split, {int(next(iter(result['results'].values()))['candidates'])} candidates")
+    if on is not None:
+        check_benchmark(root_path, runs, on)
+    result = run(learning.evaluate, runs, name, root_arg(root), device, on)
+    print_retrieval(f"{on}, all captions" if on else "Test split", result["results"])
+    for subset, results in result["subsets"].items():
+        print_retrieval(f"{on}, {subset}", results)
+    out.print(f"report: {result['report']}")
+
+
+def print_retrieval(title: str, results: dict[str, dict[str, float]]) -> None:
+    """One row per run, untrained twin and baseline, titled with the candidates ranked (and the texts, when items
+    have several) and followed by the chance level."""
+    first = next(iter(results.values()))
+    candidates = (f"{int(first['candidates'])} music candidates, {int(first['m2t_candidates'])} text candidates"
+                  if "m2t_candidates" in first else f"{int(first['candidates'])} candidates")
+    table = Table(title=f"{title}, {candidates}")
     columns = ("t2m_R@1", "t2m_R@5", "t2m_R@10", "t2m_MRR", "t2m_median_rank", "m2t_R@10", "m2t_MRR")
     for column in ("text embedder", *columns):
         table.add_column(column.replace("t2m_", "text→music ").replace("m2t_", "music→text "))
-    for label, metrics in result["results"].items():
+    for label, metrics in results.items():
         table.add_row(label, *(f"{metrics[c]:.3f}" if "rank" not in c else f"{metrics[c]:g}" for c in columns))
     out.print(table)
-    chance = next(iter(result["results"].values()))["chance_R@10"]
-    out.print(f"chance text→music R@10: {chance:.3f}\nreport: {result['report']}")
+    out.print(f"chance text→music R@10: {first['chance_R@10']:.3f}")
 
 
 @app.command()

@@ -3,8 +3,9 @@
 ``train`` trains one run per head (``frames``, ``pooled`` or both), stage 1 and, when asked, stage 2
 started from stage 1's best checkpoint, as one flow; each run resumes from its last checkpoint when it
 exists, and a finished run is found, not retrained. ``evaluate`` scores runs against their untrained
-baselines on the test split and writes the report. Both publish what the UI needs: a progress
-artifact while training, the loss and validation-metric curve as a table, the report as Markdown.
+twins and the seed baselines on the test split, or on every item of a benchmark dataset, and writes the
+report. Both publish what the UI needs: a progress artifact while training, the loss and validation-metric
+curve as a table, the report as Markdown.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from store.layout import DataRoot
 from store.settings import load_settings
 from training.config import TrainConfig
 from training.evaluate import evaluate_runs, run_config
+from training.evaluate_on import evaluate_on
 from training.trainer import StepReport, TrainResult
 from training.trainer import train as train_run
 
@@ -148,15 +150,18 @@ def tag_families(datasets: Iterable[Sequence[str]]) -> dict[str, Mapping[str, tu
 
 
 @flow(name="evaluate", flow_run_name="evaluate-{name}")
-def evaluate(runs: list[str], name: str = "latest", root: str | None = None, device: str = "cpu") -> dict[str, Any]:
-    """Score ``runs`` and their untrained baselines on the test split; the report goes to
-    ``reports/evaluation/<name>/`` and to the UI as a Markdown artifact."""
+def evaluate(runs: list[str], name: str = "latest", root: str | None = None, device: str = "cpu",
+             on: str | None = None) -> dict[str, Any]:
+    """Score ``runs``, their untrained twins and the seed baselines on the test split, or with ``on`` on every
+    item of that catalogued benchmark dataset; the report goes to ``reports/evaluation/<name>/`` and to the UI as
+    a Markdown artifact."""
     data_root = DataRoot(load_settings(root=root).root)
-    evaluation = evaluate_runs(data_root, runs, name=name, device=device,
-                               tag_families=tag_families(run_config(data_root, run).datasets for run in runs))
+    families = tag_families([*(run_config(data_root, run).datasets for run in runs), *([[on]] if on else [])])
+    evaluation = (evaluate_on(data_root, runs, on, name=name, device=device, tag_families=families) if on
+                  else evaluate_runs(data_root, runs, name=name, device=device, tag_families=families))
     if FlowRunContext.get() is not None:
         create_markdown_artifact(evaluation.markdown_path.read_text(), key=artifact_key("evaluation", name),
-                                 description=f"evaluation of {', '.join(runs)}")
+                                 description=f"evaluation of {', '.join(runs)}" + (f" on {on}" if on else ""))
     get_run_logger().info("evaluation report: %s", evaluation.markdown_path)
     return {"report": str(evaluation.markdown_path), "json": str(evaluation.json_path),
-            "best_run": evaluation.best_run, "results": evaluation.results}
+            "best_run": evaluation.best_run, "results": evaluation.results, "subsets": evaluation.subsets}

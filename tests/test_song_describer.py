@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import soundfile as sf
+from corpus import DATASETS as CORPUS
+from corpus import SPACE, build_corpus
 from mirror import Faults
 from published import mtg_jamendo as mtg_published
 from published import song_describer as published
@@ -27,6 +31,7 @@ from store.status import read_status
 
 CSV = song_describer.CSV
 TWINS = (3301, 134799)
+MUSICTEXT = Path(sys.executable).parent / "musictext"
 
 
 def item_id(number: int, start: float | None = None) -> str:
@@ -290,3 +295,34 @@ def test_ingest_through_prefect_then_a_second_run_does_nothing(served, mirror, p
         info = sf.info(root.clip_path("song_describer", item_id(track.number)))
         assert (info.samplerate, info.channels) == (44_100, 2)
         assert info.duration == pytest.approx(track.seconds, abs=0.1)
+
+
+@pytest.mark.integration
+def test_evaluate_on_song_describer_prints_the_benchmark_table_of_the_fixture_audio(served, mirror,
+                                                                                    cli_env: dict[str, str]) -> None:
+    """The documented commands, as a user runs them: a run trained on another corpus, then SDD ingested,
+    clipped and embedded, then ``evaluate RUN --on song_describer`` (``pytest -s`` shows the table)."""
+    copy, root = served
+    env = {**cli_env, **{k: v for k, v in os.environ.items() if k.startswith("MUSICTEXT_")}}
+    build_corpus(root.path, tracks=12)
+    commands = [
+        ["train", "--model", "dsp", *(a for d in CORPUS for a in ("-d", d)), "--head", "pooled", "--run-id",
+         "fixture", "--max-steps", "20", "--batch-size", "16", "--eval-every", "10", "--freeze-encoder", "--lr", "3e-3",
+         "--device", "cpu"],
+        ["pipeline", "--dataset", "song_describer", "--model", "dsp"],
+        ["evaluate", "fixture-pooled", "--on", "song_describer"],
+    ]
+    for command in commands:
+        done = subprocess.run([str(MUSICTEXT), *command], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-3000:])
+    print(done.stdout)
+    captions = sum(len(t.captions) for t in copy.tracks)
+    validated = [t for t in copy.tracks if any(c.valid for c in t.captions)]
+    table = " ".join(done.stdout.split())
+    assert f"song_describer, all captions, {len(copy.tracks)} music candidates, {captions} text candidates" in table
+    assert (f"song_describer, validated captions, {len(validated)} music candidates, "
+            f"{sum(bool(c.valid) for t in validated for c in t.captions)} text candidates") in table
+    for row in ("fixture-pooled (pooled)", "untrained pooled (baseline)", "prototype (baseline)", "linear (baseline)"):
+        assert done.stdout.count(row) == 2, row
+    report = root.evaluation_dir("song_describer") / "evaluation.md"
+    assert f"dsp vectors of space {SPACE}, one per item of song_describer" in report.read_text()

@@ -10,7 +10,8 @@ evaluation report scores the other two next to them, fitted on the same training
   closed form, its penalty chosen on the validation pairs by text→music Recall@10.
 
 Both expose ``encode(texts)`` like :class:`training.model.TextEmbedder`, so the report scores them with the
-same metrics and zero-shot confusion matrices. The training items are read in blocks and summarised as they
+same metrics and zero-shot confusion matrices, and ``project(sentence_vectors)``, so an evaluation that scores
+both encodes its texts with the sentence encoder once. The training items are read in blocks and summarised as they
 stream (per-tag sums, ``XᵀX`` and ``XᵀY``), so a million items or MERT's 76,800-d vectors need memory for the
 summaries only.
 """
@@ -62,8 +63,11 @@ class PrototypeBaseline:
     """Unit mean audio vector per tag, ``[tags, dim]``."""
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        nearest = np.argmax(self.sentences.encode(texts) @ self.prompts.T, axis=1)
-        return self.prototypes[nearest]
+        return self.project(self.sentences.encode(texts))
+
+    def project(self, sentence_vectors: np.ndarray) -> np.ndarray:
+        """The prototype of the tag whose prompt is nearest to each sentence vector."""
+        return self.prototypes[np.argmax(sentence_vectors @ self.prompts.T, axis=1)]
 
 
 @dataclass
@@ -74,14 +78,21 @@ class LinearBaseline:
     penalty: float
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return _unit(_with_bias(self.sentences.encode(texts)) @ self.weights)
+        return self.project(self.sentences.encode(texts))
+
+    def project(self, sentence_vectors: np.ndarray) -> np.ndarray:
+        """The ridge map of each sentence vector, as a unit vector of the audio space."""
+        return _unit(_with_bias(sentence_vectors) @ self.weights)
+
+
+Baseline = PrototypeBaseline | LinearBaseline
 
 
 def fit_baselines(train: Sequence[Item], sentences: SentenceEncoder, val_texts: Sequence[str],
-                  val_audio: np.ndarray) -> dict[str, PrototypeBaseline | LinearBaseline]:
+                  val_audio: np.ndarray) -> dict[str, Baseline]:
     """The baselines that the training items allow, by report name."""
     summary = _summarise(train, sentences)
-    fitted: dict[str, PrototypeBaseline | LinearBaseline] = {}
+    fitted: dict[str, Baseline] = {}
     if summary.tag_sums:
         tags = sorted(summary.tag_sums)
         prototypes = _unit(np.stack([summary.tag_sums[tag] for tag in tags]))

@@ -8,6 +8,8 @@ A run lives in ``runs/<run_id>/``:
 * ``checkpoints/last/`` and ``checkpoints/best/`` (best validation text→music Recall@10): ``model/`` (a
   saved :class:`TextEmbedder`, loadable alone) and ``trainer.pt`` (optimizer, schedule, loss temperature,
   RNG states, step, early-stopping state);
+* ``train_groups.jsonl``: the groups of its training split (:mod:`training.train_groups`), so that evaluation
+  on a benchmark can tell whether the run heard the benchmark's recordings;
 * ``finished.json``, once the run has reached its last step or stopped early: steps, best step and
   metrics, split sizes. It is what tells a finished run from one still training (``musictext serve``
   and ``search`` take only finished runs by default); training a finished run again only rewrites it.
@@ -46,6 +48,7 @@ from training.data import EpochBatches, Item, PairDataset, ShardReader, load_spl
 from training.loss import ContrastiveLoss
 from training.metrics import retrieval_metrics
 from training.model import EmbedderConfig, TextEmbedder, autocast, load_text_embedder
+from training.train_groups import record_train_groups
 
 SELECTION_METRIC = "t2m_R@10"
 CHECKPOINTS = ("last", "best")
@@ -209,6 +212,8 @@ def _train(config: TrainConfig, root: DataRoot, run_dir: Path, on_progress: Call
         torch.manual_seed(config.seed)
         state = RunState()
     write_text_atomic(run_dir / "config.json", json.dumps(config.to_json(), indent=2, sort_keys=True) + "\n")
+    if state.step < max_steps and not state.stopped_early:
+        record_train_groups(run_dir, (item.group for item in splits.train), resumed=last.exists())
 
     run = _Run(config, run_dir, model, loss_fn, optimizer, scheduler, validation, state, max_steps, batches_per_epoch)
     dataset = PairDataset(splits.train, seed=config.seed)
@@ -348,8 +353,7 @@ def _initial_model(config: TrainConfig, audio_dim: int, root: DataRoot) -> TextE
     if config.init_from is None:
         return TextEmbedder(EmbedderConfig(audio_dim, config.head, config.encoder, config.max_length, config.seed,
                                            config.model), freeze_encoder=config.freeze_encoder)
-    source = Path(config.init_from)
-    run_dir = source if source.is_dir() else root.runs_dir() / config.init_from
+    run_dir = init_run_dir(root, config.init_from)
     model = load_text_embedder(checkpoint_model_dir(run_dir, "best"), freeze_encoder=config.freeze_encoder)
     wanted = {"audio_dim": audio_dim, "head": config.head, "encoder": config.encoder, "audio_model": config.model}
     found = asdict(model.config)
@@ -359,6 +363,12 @@ def _initial_model(config: TrainConfig, audio_dim: int, root: DataRoot) -> TextE
         raise InvalidInputError(f"init_from {run_dir} has another model: {', '.join(mismatched)}")
     model.config = replace(model.config, max_length=config.max_length)
     return model
+
+
+def init_run_dir(root: DataRoot, init_from: str) -> Path:
+    """The run a config's ``init_from`` names: a run directory, or a run id under ``runs/``."""
+    source = Path(init_from)
+    return source if source.is_dir() else root.runs_dir() / init_from
 
 
 def _optimizer(model: TextEmbedder, loss_fn: ContrastiveLoss, config: TrainConfig) -> torch.optim.AdamW:

@@ -80,8 +80,7 @@ def build_corpus(path: Path, *, tracks: int = 8, official_splits: bool = True, s
     """Write the corpus under ``path`` (the data root): ``tracks`` tracks per dataset, distinct triples, as
     ``model``'s shards (a data root may hold several models' corpora: the manifests are the same)."""
     rng = np.random.default_rng(seed)
-    frame_dim = embedder_spec(model).frame_dim
-    word_vectors = {word: rng.normal(size=frame_dim) for word in (*GENRES, *INSTRUMENTS, *MOODS)}
+    words = word_vectors(rng, model)
     triples = list(itertools.product(GENRES, INSTRUMENTS, MOODS))
     chosen = [Track(*triples[i]) for i in rng.choice(len(triples), size=3 * tracks, replace=False)]
     root = DataRoot(path)
@@ -91,13 +90,20 @@ def build_corpus(path: Path, *, tracks: int = 8, official_splits: bool = True, s
         pairs = make(chosen[index * tracks:(index + 1) * tracks], official_splits)
         rows[dataset] = [canonical_row(row) for row, _ in pairs]  # as the catalog writes them
         write_manifest(root.manifest(dataset), rows[dataset])
-        vectors = {row.item_id: _audio_vector(track, word_vectors, rng) for row, track in pairs}
-        _write_shards(root, dataset, {k: v for k, v in vectors.items() if k not in NO_VECTOR}, model)
+        vectors = {row.item_id: audio_vector(track, words, rng) for row, track in pairs}
+        write_shards(root, dataset, {k: v for k, v in vectors.items() if k not in NO_VECTOR}, model)
     return Corpus(root, rows)
 
 
-def _audio_vector(track: Track, word_vectors: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    frames = np.repeat(np.stack([word_vectors[word] for word in track.words], axis=1), FRAMES_PER_WORD, axis=1)
+def word_vectors(rng: np.random.Generator, model: str = MODEL) -> dict[str, np.ndarray]:
+    """One fixed random frame vector per word; drawn first from ``rng``, so a seed gives the corpus's own."""
+    frame_dim = embedder_spec(model).frame_dim
+    return {word: rng.normal(size=frame_dim) for word in (*GENRES, *INSTRUMENTS, *MOODS)}
+
+
+def audio_vector(track: Track, words: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """The enriched vector of frames made of the track's words, a third each, plus a little noise."""
+    frames = np.repeat(np.stack([words[word] for word in track.words], axis=1), FRAMES_PER_WORD, axis=1)
     frames = frames + rng.normal(scale=0.05, size=frames.shape)
     return enrich(frames[None])[0]
 
@@ -147,7 +153,7 @@ def _bench_rows(tracks: list[Track], official: bool) -> list[tuple[ManifestRow, 
     return pairs
 
 
-def _write_shards(root: DataRoot, dataset: str, vectors: dict[str, np.ndarray], model: str) -> None:
+def write_shards(root: DataRoot, dataset: str, vectors: dict[str, np.ndarray], model: str = MODEL) -> None:
     """Two shards for ``captioned`` (reads must cross shards), one for the others."""
     spec = embedder_spec(model)
     attrs = ShardAttributes(model, "1", spec.stored_dim, ENRICHMENT, 22050, 1.0, 0.25, "0", space=spec.space)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from corpus import DATASETS, GENRES, MODEL, build_corpus
 
@@ -18,6 +19,8 @@ from training.search_clips import search_clips
 
 pytestmark = pytest.mark.integration
 
+CONTENDERS = ["toy-frames (frames)", "untrained frames (baseline)", "toy-pooled (pooled)",
+              "untrained pooled (baseline)", "prototype (baseline)", "linear (baseline)"]
 OPTIONS = {"max_steps": 30, "batch_size": 16, "eval_every": 10, "checkpoint_every": 10, "freeze_encoder": True,
            "lr": 3e-3, "warmup_steps": 3, "device": "cpu", "patience": None}
 
@@ -41,12 +44,12 @@ def test_train_makes_one_run_per_head_and_a_rerun_finds_them_finished(trained: t
     assert again[0].result.step == 30 and again[0].result.best_metrics == summaries[1].result.best_metrics
 
 
-def test_evaluate_compares_both_heads_with_their_untrained_baselines(trained: tuple[Path, list]) -> None:
+def test_evaluate_compares_both_heads_with_their_untrained_twins_and_the_seed_baselines(
+        trained: tuple[Path, list]) -> None:
     root, _ = trained
     result = learning.evaluate(["toy-frames", "toy-pooled"], name="toy", root=str(root))
     rows = result["results"]
-    assert set(rows) == {"toy-frames (frames)", "toy-pooled (pooled)", "untrained frames (baseline)",
-                         "untrained pooled (baseline)"}
+    assert list(rows) == CONTENDERS
     candidates = rows["toy-pooled (pooled)"]["candidates"]
     assert candidates >= 4 and all(r["candidates"] == candidates for r in rows.values())
     for head in ("frames", "pooled"):
@@ -58,14 +61,21 @@ def test_evaluate_compares_both_heads_with_their_untrained_baselines(trained: tu
         assert (report.parent / picture).stat().st_size > 1000 and f"]({picture})" in text
 
 
-def test_evaluate_scores_the_tag_families_it_is_given(trained: tuple[Path, list]) -> None:
+def test_evaluate_scores_the_tag_families_it_is_given_for_every_contender(trained: tuple[Path, list]) -> None:
     root, _ = trained
     evaluation = evaluate_runs(DataRoot(root), ["toy-frames", "toy-pooled"], name="families",
                                tag_families={"tagged": {"genre": GENRES}, "elsewhere": {"mood": ("calm",)}})
-    [family] = json.loads(evaluation.json_path.read_text())["zero_shot"]["families"]
-    assert family["family"] == "genre" and family["tags"] == list(GENRES) and family["items"] > 0
-    assert (evaluation.markdown_path.parent / "confusion-genre.png").stat().st_size > 1000
-    assert "Single-label family **genre**" in evaluation.markdown_path.read_text()
+    families = json.loads(evaluation.json_path.read_text())["families"]
+    assert list(families) == ["genre"]
+    genre = families["genre"]
+    assert genre["tags"] == list(GENRES) and genre["items"] > 0 and list(genre["methods"]) == CONTENDERS
+    for method in genre["methods"].values():
+        confusion = np.array(method["confusion"])
+        assert confusion.shape == (len(GENRES), len(GENRES)) and confusion.sum() == genre["items"]
+        assert method["accuracy"] == pytest.approx(np.trace(confusion) / genre["items"])
+    assert (evaluation.markdown_path.parent / "confusion-genre-prototype-baseline.png").stat().st_size > 1000
+    markdown = evaluation.markdown_path.read_text()
+    assert "Single-label family **genre**" in markdown and "| prototype (baseline) |" in markdown
 
 
 def test_the_evaluate_flow_passes_the_tag_families_of_the_sources_among_the_runs_datasets() -> None:

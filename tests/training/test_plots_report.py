@@ -101,9 +101,14 @@ def report(tmp_path: Path) -> tuple[Path, Path, dict[str, dict[str, float]]]:
     }
     item_tags = [{"rock"}, {"jazz"}, {"rock"}, set()]
     zero_shot = zero_shot_tags(audio[:4], item_tags, audio[:2], ["rock", "jazz"], families={"genre": ["rock", "jazz"]})
+    [genre] = zero_shot.families
+    families = {"genre": {"tags": genre.tags, "items": genre.items, "excluded": genre.excluded,
+                          "methods": {"frames": {"accuracy": genre.accuracy, "confusion": genre.confusion},
+                                      "prototype (baseline)": {"accuracy": 0.25, "confusion": [[1, 0], [1, 1]]}}}}
     json_path, md_path = write_evaluation_report(
         tmp_path / "reports" / "run1", title="Evaluation of run1", results=results, zero_shot=zero_shot.to_dict(),
         plots=plots, meta={"model": "dsp", "split": "test", "checkpoint": Path("runs/run1/best.pt")},
+        families=families,
     )
     return json_path, md_path, results
 
@@ -122,7 +127,8 @@ def test_markdown_states_numbers_candidates_and_chance(report: tuple[Path, Path,
     assert "| untrained frames | 20 | 0.05 | n/a | n/a | 0.1235 | n/a | 0.1 | n/a |" in markdown
     assert "Chance with 20 candidates: R@1 = 0.05, R@5 = 0.25, R@10 = 0.5." in markdown
     assert "| **macro** |" in markdown
-    assert "Single-label family **genre**" in markdown and "(1 without exactly one of its tags left out)" in markdown
+    assert "Single-label family **genre**: 3 items (1 without exactly one of its tags left out)" in markdown
+    assert "| prototype (baseline) | 0.25 |" in markdown
 
 
 def test_markdown_links_existing_figures(report: tuple[Path, Path, dict]) -> None:
