@@ -36,6 +36,7 @@ from store.corpus_export import CorpusExport, CorpusExportError, export_corpus, 
 from store.layout import DataRoot
 from store.manifest import ManifestRow, write_manifest
 from store.shards import ShardAttributes, ShardWriter
+from store.splits import canonical_split
 
 DATASET = "demo"
 RATE = 44_100
@@ -57,7 +58,8 @@ CLIPS = {"demo:a@0": (0.5, 1), "demo:b@0": (0.3, 2), "demo:c": (0.25, 1), "demo:
          "demo:f": (0.4, 2), "demo:g": (0.15, 1)}
 """Seconds and channels of each clip; ``demo:e`` has none."""
 NO_VECTOR = "demo:c"
-SPLITS = {"train": ["demo:a@0", "demo:b@0", "demo:d"], "test": ["demo:c", "demo:f"], "valid": ["demo:g"]}
+SPLITS = {"train": ["demo:a@0", "demo:b@0", "demo:d"], "test": ["demo:c", "demo:f"], "val": ["demo:g"]}
+"""The exported splits: the manifest's, read canonical (its ``valid`` is ``val``)."""
 BLOCKED = ("training", "embedders", "store", "flows", "downloaders", "processors", "verification")
 
 
@@ -109,7 +111,7 @@ def test_result_counts_splits_and_shards(exported: tuple[DataRoot, dict[str, np.
     files = sorted(path.relative_to(result.out).as_posix() for path in result.out.rglob("*") if path.is_file())
     assert files == ["README.md", "data/test-00000-of-00002.parquet", "data/test-00001-of-00002.parquet",
                      "data/train-00000-of-00003.parquet", "data/train-00001-of-00003.parquet",
-                     "data/train-00002-of-00003.parquet", "data/valid-00000-of-00001.parquet"]
+                     "data/train-00002-of-00003.parquet", "data/val-00000-of-00001.parquet"]
     assert [p.name for p in result.out.parent.iterdir() if p.name.startswith(".")] == []
 
 
@@ -129,7 +131,7 @@ def test_datasets_reads_back_every_value(exported: tuple[DataRoot, dict[str, np.
             want = by_id[got["item_id"]]
             assert (got["captions"], got["tags"]) == (list(want.captions), list(want.tags))
             assert (got["split"], got["source"], got["license"], got["extra"]) == (
-                want.split, want.source, want.license, want.extra)
+                canonical_split(want.split), want.source, want.license, want.extra)
             assert (got["start_s"], got["end_s"]) == (want.start_s, want.end_s)
             samples, rate = sf.read(io.BytesIO(got["audio"]["bytes"]), dtype="int16", always_2d=True)
             assert rate == RATE and (hashlib.sha256(samples.tobytes()).hexdigest(), list(samples.shape)) == \
