@@ -45,7 +45,7 @@ from store.quarantine import quarantined
 from store.settings import Settings, load_settings
 from store.status import read_status
 from verification.audio import Problem
-from verification.report import Checks, Target, dataset_report, target_label, write_report
+from verification.report import Checks, Target, dataset_report, shard_record_path, target_label, write_report
 from verification.shards import Expected, check_model_shards, old_space_problems
 
 
@@ -311,19 +311,21 @@ def preprocess(dataset: str, force: bool = False, root: str | None = None, dask:
 @flow(name="embed", flow_run_name="embed-{dataset}-{model}", task_runner=RUNNER, persist_result=True)
 def embed(dataset: str, model: str = "dsp", force: bool = False, root: str | None = None,
           weights: str | None = None, devices: list[str] | None = None, dask: bool = False,
-          dask_address: str | None = None, precision: str | None = None) -> StageSummary:
+          dask_address: str | None = None, precision: str | None = None,
+          storage: str | None = None) -> StageSummary:
     """Embed every clip that has no vector from ``model`` yet into new append-only HDF5 shards.
 
     ``weights``: a directory holding the model's weights (default: ``weights_dirs`` in the settings, then
     the Hugging Face cache). ``devices``: where the model runs (default: ``embed_devices``, then every
     visible GPU, then the CPU). ``precision``: ``reference`` or ``bf16`` (default: the setting
-    ``embed_precision``). Missing weights stop the flow here, before any work. The weight-free
+    ``embed_precision``). ``storage``: how the shards store the vectors, ``float32`` or ``float16`` (default: the
+    setting ``embed_storage``). Missing weights stop the flow here, before any work. The weight-free
     ``dsp`` runs its units like the other stages (on Dask when asked); the others on their devices.
     The vectors go to ``embeddings/<space>/<model>/<dataset>``: only vectors of the model's current space
     count as done, so shards of an older space are re-embedded into a new directory, never mixed with it.
     The result is persisted: a pipeline that handed this run to the ``gpu`` pool reads it back.
     """
-    settings = load_settings(root=root, embed_precision=precision)
+    settings = load_settings(root=root, embed_precision=precision, embed_storage=storage)
     data_root = DataRoot(settings.root)
     spec = embedder_spec(model)
     weights = weights or _configured_weights(settings, model)
@@ -340,8 +342,8 @@ def embed(dataset: str, model: str = "dsp", force: bool = False, root: str | Non
         args = [(dataset, model, u, data_root, settings, weights, unit_device) for u in units]
         sizes = [len(u) for u in units]
         if spec.device:
-            get_run_logger().info("embedding with %s (space %s, precision %s) on %s", model, spec.space,
-                                  settings.embed_precision, ", ".join(devices))
+            get_run_logger().info("embedding with %s (space %s, precision %s, stored as %s) on %s", model,
+                                  spec.space, settings.embed_precision, settings.embed_storage, ", ".join(devices))
             runner_context = device_runner(devices)
         else:
             runner_context = unit_runner(dask, dask_address, settings.workers)
@@ -382,7 +384,8 @@ def verify(dataset: str, models: list[str] | None = None, root: str | None = Non
             clip_problems=[Problem(r.item_id, r.reason or "unspecified", r.detail or "")
                            for r in verified if not r.is_ok],
             shards={target_label(t): check_model_shards(data_root.shard_dir(t[1], dataset, t[0]),
-                                                         _expected(embedder_spec(t[1])), manifest_ids=manifest_ids)
+                                                         _expected(embedder_spec(t[1])), manifest_ids=manifest_ids,
+                                                         record=shard_record_path(data_root, dataset, t))
                     for t in current},
             old_spaces=old_space_problems(old, {name: spec.space for name, spec in embedder_specs().items()}),
         )
@@ -390,7 +393,9 @@ def verify(dataset: str, models: list[str] | None = None, root: str | None = Non
         json_path, md_path = write_report(data_root, report)
     summary = StageSummary.from_plan(dataset, "verify", plan, results)
     shard_problems = sum(len(c.problems) for c in checks.shards.values())
-    summary.extra = f"report {md_path}; {shard_problems} shard problem(s); verdict {report.verdict}"
+    trusted = sum(c.trusted_shards for c in checks.shards.values())
+    summary.extra = (f"report {md_path}; {shard_problems} shard problem(s); {trusted} unchanged shard(s) trusted "
+                     f"from an earlier verify; verdict {report.verdict}")
     summary.verdict = report.verdict
     if FlowRunContext.get() is not None:
         create_markdown_artifact(md_path.read_text(), key=artifact_key(dataset, "verification-report"),

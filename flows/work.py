@@ -118,7 +118,7 @@ def embed_unit(dataset: str, model: str, item_ids: Sequence[str], root: DataRoot
     space = embedder.spec.space
     clips = [(item_id, root.clip_path(dataset, item_id)) for item_id in item_ids]
     with ShardWriter(root.shard_dir(model, dataset, space), shard_attributes(embedder),
-                     chunk_rows=settings.shard_rows) as writer:
+                     dtype=settings.embed_storage, chunk_rows=settings.shard_rows) as writer:
         done, failures = write_results(_embedded(embedder, clips, settings), writer, chunk_rows=settings.shard_rows)
     shard = relative(root, writer.path) if writer.path else None
     records = [StatusRecord.ok(item_id, "embed", output=shard) for item_id in done] + failures

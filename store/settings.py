@@ -31,6 +31,8 @@ from pydantic_settings import SettingsError as SourceParseError
 from store.errors import UserError
 
 ENV_PREFIX = "MUSICTEXT_"
+Storage = Literal["float32", "float16"]
+"""The dtypes a shard may store its vectors as (setting ``embed_storage``)."""
 
 
 class InvalidSettingsError(UserError, ValueError):
@@ -60,7 +62,9 @@ class Settings(BaseSettings):
         description="Datasets catalogued as one item per whole track (as Navidrome embeds them), whatever "
         "clip_s says.",
     )
-    shard_rows: int = Field(1024, ge=1, description="Rows per HDF5 chunk in embedding shards.")
+    shard_rows: int = Field(1024, ge=1, description="Most rows per HDF5 chunk and per write in embedding shards "
+                                                    "(a chunk also stays under 1 MiB of vectors and within the rows "
+                                                    "its shard holds).")
     embed_devices: list[str] = Field(
         default_factory=list,
         description="Devices the weight-bearing models run on ('cuda:0', 'cuda:1', 'cpu'), one process each "
@@ -71,6 +75,11 @@ class Settings(BaseSettings):
         description="Numeric precision of the audio models: 'reference' runs each as Navidrome does (float32; "
         "Music2Latent under its package's float16 autocast on CUDA); 'bf16' runs bfloat16 autocast, faster on a "
         "GPU, its parity measured on a CPU only (README, 'Audio models').",
+    )
+    embed_storage: Storage = Field(
+        "float32",
+        description="How shards store vectors: 'float32', or 'float16' (half the bytes; cosine to float32 above "
+        "0.9999 on MERT- and MuQ-sized enriched vectors: README, 'Audio models'). Readers always get float32.",
     )
     embed_workers: int = Field(4, ge=0, description="Decoding processes feeding each device (0: decode inline).")
     weights_dirs: dict[str, Path] = Field(

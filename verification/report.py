@@ -21,6 +21,7 @@ from store import __version__
 from store.atomic import write_text_atomic
 from store.layout import DataRoot, item_key
 from store.manifest import ManifestRow, read_manifest
+from store.names import check_name
 from store.quarantine import Quarantined, quarantined
 from store.shards import embedded_ids
 from store.status import StatusRecord, read_status
@@ -85,6 +86,15 @@ def target_label(target: Target) -> str:
     return f"{space}/{model}"
 
 
+def shard_record_path(root: DataRoot, dataset: str, target: Target) -> Path:
+    """``reports/<dataset>/verified-shards/<space>/<model>.json``: which of the target's shards verify found sound
+    (:mod:`verification.shard_record`). Beside the reports rather than the shards, which are append-only; removing
+    it makes the next verify read every vector again."""
+    space, model = target
+    return root.reports_dir() / check_name(dataset, "dataset") / "verified-shards" / check_name(space, "space") / (
+        f"{check_name(model, 'model')}.json")
+
+
 @dataclass
 class CheckSummary:
     name: str
@@ -96,6 +106,9 @@ class CheckSummary:
     shards: int | None = None
     model_revision: str | None = None
     dim: int | None = None
+    trusted_shards: int = 0
+    """Shards whose vectors an earlier verify read and found sound, unchanged since, so not read again."""
+    trusted_rows: int = 0
 
 
 @dataclass
@@ -336,6 +349,7 @@ def _check_summaries(checks: Checks) -> list[CheckSummary]:
         summaries.append(CheckSummary(
             "shards", model, found.rows, len(found.problems), _group_problems(found.problems),
             shards=found.shards, model_revision=found.model_revision, dim=found.dim,
+            trusted_shards=found.trusted_shards, trusted_rows=found.trusted_rows,
         ))
     if checks.old_spaces:
         summaries.append(CheckSummary("old-space shards", None, len(checks.old_spaces), len(checks.old_spaces),
@@ -483,7 +497,9 @@ def _checked(check: CheckSummary) -> str:
         return f"{check.checked} director{'y' if check.checked == 1 else 'ies'}"
     if check.model is None:
         return f"{check.checked} clips"
-    return (f"{check.checked} rows in {check.shards} shard(s); revision {check.model_revision}, "
+    trusted = (f" ({check.trusted_rows} rows in {check.trusted_shards} unchanged shard(s) trusted from an earlier "
+               "verify)" if check.trusted_shards else "")
+    return (f"{check.checked} rows in {check.shards} shard(s){trusted}; revision {check.model_revision}, "
             f"dim {check.dim}")
 
 

@@ -6,13 +6,16 @@ as an :class:`Expected`, so this module needs nothing but the data root. Shards 
 existed (``embeddings/<model>/<dataset>``) are found by :func:`old_space_problems`, each with the command
 that re-embeds into the current space.
 
-Rows are read in slices aligned to the HDF5 chunks, so a shard larger than memory can be checked.
+Rows are read in slices aligned to the HDF5 chunks, so a shard larger than memory can be checked. Given a
+record (:mod:`verification.shard_record`), a shard's vectors are read once: an unchanged shard whose vectors were
+found sound before is trusted, and only its attributes and item ids, which the manifest is checked against, are
+read again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import h5py
@@ -21,9 +24,12 @@ import numpy as np
 from store.quarantine import DamagedFileError, is_damage, set_aside
 from store.shards import ShardAttributes, read_shard_attributes, shard_paths
 from verification.audio import Problem
+from verification.shard_record import FileStamp, read_record, write_record
 
 REQUIRED_ATTRIBUTES = tuple(f.name for f in fields(ShardAttributes))
 NORM_TOLERANCE = 1e-3
+CHECKS = f"finite, unit norm within {NORM_TOLERANCE:g}"
+"""The rules a recorded shard's vectors passed: a record made under others is not trusted."""
 _READ_BYTES = 16 << 20
 
 
@@ -42,6 +48,11 @@ class ShardCheck:
     model_revision: str | None = None
     dim: int | None = None
     item_ids: set[str] = field(default_factory=set)
+    trusted_shards: int = 0
+    """Shards (among ``shards``) whose vectors were not read: unchanged since a verify read them and found them
+    sound."""
+    trusted_rows: int = 0
+    """Their rows (among ``rows``)."""
 
 
 @dataclass(frozen=True)
@@ -56,9 +67,11 @@ class Expected:
     """The pinned weights revision; ``None``: the width binds whatever the revision."""
 
 
-def check_model_shards(directory: Path, expected: Expected, *, manifest_ids: set[str]) -> ShardCheck:
+def check_model_shards(
+    directory: Path, expected: Expected, *, manifest_ids: set[str], record: Path | None = None
+) -> ShardCheck:
     """:func:`check_shards` in ``expected.space``, plus the architecture's width where it binds."""
-    check = check_shards(directory, manifest_ids=manifest_ids, space=expected.space)
+    check = check_shards(directory, manifest_ids=manifest_ids, space=expected.space, record=record)
     binds = expected.revision is None or check.model_revision == expected.revision
     if check.dim is None or expected.dim is None or not binds:
         return check
@@ -101,37 +114,48 @@ def _readable_attributes(directory: Path) -> Iterator[dict[str, object]]:
 
 
 def check_shards(
-    directory: Path, *, manifest_ids: set[str], dim: int | None = None, space: str | None = None
+    directory: Path, *, manifest_ids: set[str], dim: int | None = None, space: str | None = None,
+    record: Path | None = None,
 ) -> ShardCheck:
     """Check every ``shard-*.h5`` in ``directory``; ``dim`` is the width the model promises, when known;
-    ``space`` the space every shard must name, when known."""
+    ``space`` the space every shard must name, when known. ``record``: where this directory's record of shards
+    with sound vectors is kept; the vectors of shards it names unchanged are not read, and it is rewritten with the
+    shards found sound now. Without one, every vector is read."""
     check = ShardCheck(dim=dim)
     owner: dict[str, str] = {}
+    recorded = read_record(record, CHECKS)
+    sound: dict[str, FileStamp] = {}
     for path in shard_paths(directory):
-        before = (check.shards, check.rows, len(check.problems), check.model, check.model_revision, check.dim)
+        before = replace(check, problems=list(check.problems))
         check.shards += 1
         shard = _ShardChecker(path, check, owner, manifest_ids, space)
         try:
+            stamp = FileStamp.of(path)
+            shard.trusted = recorded.get(path.name) == stamp
             with h5py.File(path, "r") as handle:
                 shard.check(handle)
         except OSError as error:
             if is_damage(error) and _set_aside(path, error, check, before, owner):
                 continue
             shard.add(None, "unreadable_shard", f"cannot be read as HDF5 ({error})")
+        if shard.sound:
+            sound[path.name] = stamp
     check.item_ids = set(owner)
+    if record is not None:
+        write_record(record, CHECKS, sound)
     return check
 
 
-def _set_aside(path: Path, error: OSError, check: ShardCheck, before: tuple, owner: dict[str, str]) -> bool:
+def _set_aside(path: Path, error: OSError, check: ShardCheck, before: ShardCheck, owner: dict[str, str]) -> bool:
     """Move a damaged shard to quarantine and take back what was read of it before the damage showed (``before``:
-    the counts as they were), so its rows count as not embedded and the next embed run redoes them; False when it
+    the check as it was), so its rows count as not embedded and the next embed run redoes them; False when it
     lies outside a data root (then it stays, reported as unreadable)."""
     try:
         set_aside(path, error)
     except DamagedFileError:
         return False
-    check.shards, check.rows, problems, check.model, check.model_revision, check.dim = before
-    del check.problems[problems:]
+    for name in (f.name for f in fields(ShardCheck)):
+        setattr(check, name, getattr(before, name))
     for item_id in [item_id for item_id, name in owner.items() if name == path.name]:
         del owner[item_id]
     return True
@@ -145,6 +169,10 @@ class _ShardChecker:
     """Item id → name of the first shard holding it, across the whole directory."""
     manifest_ids: set[str]
     space: str | None = None
+    trusted: bool = False
+    """Its vectors were found sound by an earlier verify and the file is unchanged since: they are not read."""
+    sound: bool = False
+    """Its vectors were all read (or trusted) and found finite and unit-norm."""
 
     @property
     def redo(self) -> str:
@@ -176,7 +204,14 @@ class _ShardChecker:
         rows = min(len(item_ids), embedding.shape[0])
         self.result.rows += rows
         self._check_ids(item_ids[:rows])
+        if self.trusted:
+            self.result.trusted_shards += 1
+            self.result.trusted_rows += rows
+            self.sound = True
+            return
+        problems = len(self.result.problems)
         self._check_rows(item_ids, embedding, rows)
+        self.sound = len(self.result.problems) == problems
 
     def _check_attributes(self, handle: h5py.File) -> None:
         missing = [name for name in REQUIRED_ATTRIBUTES if name not in handle.attrs]
