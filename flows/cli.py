@@ -39,6 +39,7 @@ from flows.serve_cli import serve
 from store.errors import UserError
 from store.names import check_name
 from store.settings import load_settings
+from store.shards import STORAGES
 from verification.report import VERDICT_OK, status_counts
 
 
@@ -173,17 +174,22 @@ def embed(dataset: str,
           precision: Annotated[str | None, typer.Option(
               help=f"{' or '.join(PRECISIONS)}: as Navidrome runs the model (default, setting embed_precision), "
                    "or bfloat16 autocast.")] = None,
+          storage: Annotated[str | None, typer.Option(
+              help=f"{' or '.join(STORAGES)}: how the shards store the vectors (default float32, setting "
+                   "embed_storage); float16 halves them, within 0.9999 cosine.")] = None,
           force: ForceOption = False, root: RootOption = None, dask: DaskOption = False,
           dask_address: DaskAddressOption = None) -> None:
     """Embed every clip that has no vector from MODEL (in MODEL's space) yet into new HDF5 shards."""
     if precision is not None and precision not in PRECISIONS:
         raise typer.BadParameter(f"must be one of {', '.join(PRECISIONS)}", param_hint="--precision")
+    if storage is not None and storage not in STORAGES:
+        raise typer.BadParameter(f"must be one of {', '.join(STORAGES)}", param_hint="--storage")
     check_name(dataset, "dataset")
     check_models([model])
     stages.check_manifest(data_root_of(root), dataset)
     weights_arg = str(weights) if weights else None
     print_summaries([run(stages.embed, dataset, model, force, root_arg(root), weights_arg, device, dask,
-                         dask_address, precision)])
+                         dask_address, precision, storage)])
 
 
 @app.command()
@@ -263,10 +269,13 @@ def train(model: Annotated[str, typer.Option(help="Audio embedder whose space th
           stage2: Annotated[float, typer.Option(help="Continue with stage 2 at this MSE weight (0: stage 1 only).")]
           = 0.0,
           device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+          tracker: Annotated[list[str] | None, typer.Option(
+              "--tracker", help="Also log every step to wandb or mlflow (repeatable or a comma list); TensorBoard "
+                                "logs to runs/<id>/tensorboard unless `none` is given.")] = None,
           root: RootOption = None) -> None:
     """Train text embedders into MODEL's space (resumes an interrupted run, skips a finished one)."""
     given = {"epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "encoder": encoder,
-             "eval_every": eval_every, "checkpoint_every": eval_every}
+             "eval_every": eval_every, "checkpoint_every": eval_every, "trackers": tracker}
     options = {k: v for k, v in given.items() if v is not None} | {"freeze_encoder": freeze_encoder,
                                                                    "device": device}
     from flows import learning  # torch and transformers load only for the commands that need them
@@ -284,6 +293,8 @@ def train(model: Annotated[str, typer.Option(help="Audio embedder whose space th
                       f"{result.best_metrics.get('t2m_R@10', 0):.3f}", f"{result.best_metrics.get('t2m_MRR', 0):.3f}",
                       sizes)
     out.print(table)
+    if summaries and "tensorboard" in summaries[0].config.trackers:
+        out.print(f"curves of every step: tensorboard --logdir {summaries[0].result.run_dir.parent}", soft_wrap=True)
 
 
 @app.command()

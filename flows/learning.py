@@ -5,7 +5,8 @@ started from stage 1's best checkpoint, as one flow; each run resumes from its l
 exists, and a finished run is found, not retrained. ``evaluate`` scores runs against their untrained
 twins and the seed baselines on the test split, or on every item of a benchmark dataset, and writes the
 report. Both publish what the UI needs: a progress artifact while training, the loss and validation-metric
-curve as a table, the report as Markdown.
+curve as a table, the report as Markdown; the training artifacts say where each step's curves are (TensorBoard
+by default, :mod:`training.tracking`) and how to open them.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from store.settings import load_settings
 from training.config import TrainConfig
 from training.evaluate import evaluate_runs, run_config
 from training.evaluate_on import evaluate_on
+from training.tracking import locations, parse_trackers, require_packages
 from training.trainer import StepReport, TrainResult
 from training.trainer import train as train_run
 
@@ -67,8 +69,9 @@ def train(model: str = "dsp", datasets: list[str] | None = None, run_id: str | N
     """Train text embedders into ``model``'s space on ``datasets``, one run per head in ``heads``.
 
     ``options`` are further :class:`training.config.TrainConfig` fields (epochs, batch_size, lr,
-    freeze_encoder, device, …). ``stage2_mse_weight > 0`` continues each run with stage 2 (InfoNCE plus that
-    weight × squared distance to the audio vector).
+    freeze_encoder, device, …); ``trackers`` takes what ``--tracker`` does (``["wandb"]`` adds W&B to
+    TensorBoard, ``["none"]`` turns tracking off). ``stage2_mse_weight > 0`` continues each run with stage 2
+    (InfoNCE plus that weight × squared distance to the audio vector).
     """
     data_root = DataRoot(load_settings(root=root).root)
     configs = train_configs(model, datasets, run_id, heads, stage2_mse_weight, options)
@@ -92,14 +95,18 @@ def train_configs(model: str = "dsp", datasets: list[str] | None = None, run_id:
         raise InvalidInputError(f"unknown training option(s) {', '.join(unknown_options)}")
     run_id = run_id or f"{model}-{'-'.join(datasets)}"
     space = embedder_spec(model).space
+    options = dict(options or {})
+    if "trackers" in options:
+        options["trackers"] = parse_trackers(options["trackers"])
     configs = []
     for head in heads:
         stage1 = TrainConfig(model=model, datasets=tuple(datasets), run_id=f"{run_id}-{head}", head=head,
-                             space=space, **(options or {}))
+                             space=space, **options)
         configs.append(stage1)
         if stage2_mse_weight > 0:
             configs.append(TrainConfig(**{**stage1.to_json(), "run_id": stage1.run_id + STAGE2_SUFFIX, "stage": 2,
                                           "mse_weight": stage2_mse_weight, "init_from": stage1.run_id}))
+    require_packages(configs[0].trackers)
     return configs
 
 
@@ -107,8 +114,12 @@ def _train_one(config: TrainConfig, root: DataRoot) -> RunSummary:
     logger = get_run_logger()
     logger.info("training %s (%s head, stage %d) into %s", config.run_id, config.head, config.stage, config.model)
     in_flow = FlowRunContext.get() is not None
+    curves = locations(root.runs_dir() / config.run_id, config.trackers)
+    for line in curves:
+        logger.info("%s: %s", config.run_id, line)
+    where = "".join(f"\n\n{line}" for line in curves)
     progress = create_progress_artifact(0.0, key=artifact_key("train", config.run_id, "progress"),
-                                        description=f"training {config.run_id}") if in_flow else None
+                                        description=f"training {config.run_id}{where}") if in_flow else None
 
     def report(step: StepReport) -> None:
         if progress is not None and (step.step % 10 == 0 or step.step == step.max_steps):
@@ -122,7 +133,7 @@ def _train_one(config: TrainConfig, root: DataRoot) -> RunSummary:
         update_progress_artifact(progress, progress=100.0)
     if in_flow:
         create_table_artifact(_curve(result), key=artifact_key("train", config.run_id, "curve"),
-                              description=f"loss and validation metrics of {config.run_id}")
+                              description=f"loss and validation metrics of {config.run_id} at each evaluation{where}")
     logger.info("%s: best validation text→music R@10 %.3f at step %d of %d%s", config.run_id,
                 result.best_metrics.get("t2m_R@10", float("nan")), result.best_step, result.step,
                 " (stopped early)" if result.stopped_early else "")

@@ -16,8 +16,9 @@ from store.errors import InvalidInputError
 from store.names import InvalidNameError, check_name
 from training.data import check_fractions
 from training.model import DEFAULT_ENCODER, HEADS
+from training.tracking import DEFAULT_TRACKERS, TRACKERS
 
-RESUMABLE_CHANGES = frozenset({"device", "num_workers"})
+RESUMABLE_CHANGES = frozenset({"device", "num_workers", "trackers"})
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,13 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
+    trackers: tuple[str, ...] = DEFAULT_TRACKERS
+    """Where the curves go besides ``metrics.jsonl`` (:mod:`training.tracking`); empty for nowhere."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "datasets", tuple(self.datasets))
         object.__setattr__(self, "fractions", check_fractions(self.fractions))
+        object.__setattr__(self, "trackers", tuple(self.trackers))
         problems = self._problems()
         if problems:
             raise InvalidInputError(f"training config: {'; '.join(problems)}")
@@ -85,6 +89,9 @@ class TrainConfig:
             problems.append("name at least one dataset")
         if self.head not in HEADS:
             problems.append(f"head {self.head!r} is not one of {', '.join(HEADS)}")
+        unknown_trackers = sorted(set(self.trackers) - set(TRACKERS))
+        if unknown_trackers:
+            problems.append(f"unknown tracker(s) {', '.join(unknown_trackers)}; trackers are {', '.join(TRACKERS)}")
         if self.stage not in (1, 2):
             problems.append(f"stage must be 1 or 2, got {self.stage}")
         elif (self.stage == 2) != (self.mse_weight > 0):

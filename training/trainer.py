@@ -8,6 +8,8 @@ A run lives in ``runs/<run_id>/``:
 * ``checkpoints/last/`` and ``checkpoints/best/`` (best validation text→music Recall@10): ``model/`` (a
   saved :class:`TextEmbedder`, loadable alone) and ``trainer.pt`` (optimizer, schedule, loss temperature,
   RNG states, step, early-stopping state);
+* ``tensorboard/`` (and ``wandb/``, ``mlflow.db``, ``tracking.json`` when asked for): every step's losses, learning
+  rate and temperature and every evaluation's metrics, for the trackers of :mod:`training.tracking`;
 * ``train_groups.jsonl``: the groups of its training split (:mod:`training.train_groups`), so that evaluation
   on a benchmark can tell whether the run heard the benchmark's recordings;
 * ``finished.json``, once the run has reached its last step or stopped early: steps, best step and
@@ -48,6 +50,8 @@ from training.data import EpochBatches, Item, PairDataset, ShardReader, load_spl
 from training.loss import ContrastiveLoss
 from training.metrics import retrieval_metrics
 from training.model import EmbedderConfig, TextEmbedder, autocast, load_text_embedder
+from training.tracking import Trackers, open_trackers, require_packages
+from training.tracking import clear as clear_tracking
 from training.train_groups import record_train_groups
 
 SELECTION_METRIC = "t2m_R@10"
@@ -184,6 +188,7 @@ def train(config: TrainConfig, root: DataRoot, *, on_progress: Callable[[StepRep
 
 def _train(config: TrainConfig, root: DataRoot, run_dir: Path, on_progress: Callable[[StepReport], None] | None,
            show_progress: bool) -> TrainResult:
+    require_packages(config.trackers)
     _sweep_temporary_checkpoints(run_dir / "checkpoints")
     last = _recovered(run_dir / "checkpoints" / "last")
     if last.exists():
@@ -212,14 +217,19 @@ def _train(config: TrainConfig, root: DataRoot, run_dir: Path, on_progress: Call
         torch.manual_seed(config.seed)
         state = RunState()
     write_text_atomic(run_dir / "config.json", json.dumps(config.to_json(), indent=2, sort_keys=True) + "\n")
-    if state.step < max_steps and not state.stopped_early:
+    training_left = state.step < max_steps and not state.stopped_early
+    if training_left:
         record_train_groups(run_dir, (item.group for item in splits.train), resumed=last.exists())
 
-    run = _Run(config, run_dir, model, loss_fn, optimizer, scheduler, validation, state, max_steps, batches_per_epoch)
     dataset = PairDataset(splits.train, seed=config.seed)
     batches = _micro_batches(dataset, config, batches_per_epoch, state.step * config.grad_accum, device)
+    # A finished run found again opens no tracker: it has nothing to log, and must not start another tracker run.
     try:
-        run.loop(batches, on_progress, show_progress)
+        with open_trackers(config.trackers if training_left else (), run_dir, config=config.to_json(),
+                           first_step=state.step) as trackers:
+            run = _Run(config, run_dir, model, loss_fn, optimizer, scheduler, validation, state, max_steps,
+                       batches_per_epoch, trackers)
+            run.loop(batches, on_progress, show_progress)
     finally:
         batches.close()
         dataset.reader.close()
@@ -253,6 +263,7 @@ class _Run:
     state: RunState
     max_steps: int
     batches_per_epoch: int
+    trackers: Trackers
 
     def loop(self, batches: Iterator[tuple[list[str], torch.Tensor]],
              on_progress: Callable[[StepReport], None] | None, show_progress: bool) -> None:
@@ -266,12 +277,20 @@ class _Run:
                 state.step += 1
                 state.add_losses(losses)
                 metrics = self._evaluate() if self._due(self.config.eval_every) else None
+                self.trackers.log(state.step, self._scalars(losses, metrics))
                 if self._due(self.config.checkpoint_every) or state.stopped_early:
+                    self.trackers.flush()  # a resume logs only the steps after this checkpoint
                     self._save("last")
                 bar.update(task, completed=state.step, status=_status(losses["loss"], temperature, state))
                 if on_progress is not None:
                     on_progress(StepReport(state.step, self.max_steps, losses["loss"], temperature,
                                            self.scheduler.get_last_lr()[0], metrics))
+
+    def _scalars(self, losses: dict[str, float], metrics: dict[str, float] | None) -> dict[str, float]:
+        """A step's tracker values; learning rate and temperature as they leave the step, as in ``metrics.jsonl``."""
+        return {**{f"train/{name}": value for name, value in losses.items()},
+                "train/lr": self.scheduler.get_last_lr()[0], "train/temperature": self.loss_fn.temperature.item(),
+                **{f"val/{name}": value for name, value in (metrics or {}).items()}}
 
     def _due(self, every: int) -> bool:
         return self.state.step % every == 0 or self.state.step == self.max_steps
@@ -331,11 +350,12 @@ class _Run:
 
 
 def _clear_unfinished_start(run_dir: Path) -> None:
-    """What an attempt that never reached its first ``last`` checkpoint left (metrics, maybe a ``best``):
+    """What an attempt that never reached its first ``last`` checkpoint left (metrics, curves, maybe a ``best``):
     nothing to resume, and perhaps from another configuration, so a fresh start removes it."""
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     (run_dir / FINISHED_FILE).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    clear_tracking(run_dir)
 
 
 def _check_run_dir(run_dir: Path, config: TrainConfig) -> None:
@@ -398,7 +418,8 @@ def _micro_batches(dataset: PairDataset, config: TrainConfig, batches_per_epoch:
     epoch, start = divmod(first, batches_per_epoch)
     while True:
         dataset.set_epoch(epoch)
-        sampler = EpochBatches(len(dataset), config.batch_size, seed=config.seed, epoch=epoch, start=start)
+        sampler = EpochBatches(len(dataset), config.batch_size, seed=config.seed, epoch=epoch, start=start,
+                               blocks=dataset.blocks)
         # The loader draws its workers' base seed from this generator, not from the global RNG, which the
         # checkpoint restores for dropout: a resumed run must draw the same dropout masks.
         yield from pair_loader(dataset, sampler, num_workers=config.num_workers, pin_memory=device.type == "cuda",
