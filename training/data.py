@@ -7,22 +7,28 @@ learnt from); else it takes the most held-out official split of its rows (test o
 source whose splits are per clip cannot leak either; groups with no official split are hashed into the
 fractions.
 
-Vectors stay in the HDF5 shards and are read per batch (one read per shard, rows sorted), through one
-h5py handle per shard per process: handles do not survive a fork, so each DataLoader worker opens its own.
+Vectors stay in the HDF5 shards. Training reads them near the speed of a sequential read: an epoch shuffles
+*blocks* (the training rows of one read unit: whole HDF5 chunks, about :data:`READ_BYTES`), then the rows
+within each window of :data:`SHUFFLE_BLOCKS` blocks, and the DataLoader reads a whole window at once, one slice
+per block, so every chunk is read once per epoch and never row by row. Reads go through at most
+:data:`MAX_OPEN_SHARDS` h5py handles per process, whatever the number of shards; handles do not survive a fork,
+so each DataLoader worker opens its own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from store.errors import InvalidInputError, MissingInputError
 from store.forking import forget_inherited_exit_hooks
@@ -32,6 +38,24 @@ from store.shard_index import vector_locations
 from store.splits import HELD_OUT_SPLIT, SPLITS, canonical_split
 
 _HELD_OUT = {name: rank for rank, name in enumerate(SPLITS)}
+
+MAX_OPEN_SHARDS = 16
+"""Shards one :class:`ShardReader` keeps open, the least recently used closed first. A handle per shard for the
+whole run hit the per-process open-file limit (often 1,024) past about 100k items of one model; a training
+window spans at most :data:`SHUFFLE_BLOCKS` shards, and reopening a shard costs about a millisecond."""
+
+READ_BYTES = 4 << 20
+"""Stored vectors read with one slice: whole chunks, as many as make about this many bytes (one row of MERT's
+float32 is 300 KiB). Large enough that a read runs at disk speed whatever chunk size a shard was written with,
+small enough that :data:`SHUFFLE_BLOCKS` of them make a window of modest memory."""
+
+SHUFFLE_BLOCKS = 16
+"""Blocks (one read unit's training rows each, :data:`READ_BYTES`) whose rows are shuffled together: enough to
+mix a batch across recordings and shards, few enough that a window read at once stays near 64 MiB of stored
+vectors (twice that as float32) per window in flight."""
+
+Pairs = tuple[list[str], torch.Tensor]
+"""Texts and their vectors stacked into one float32 ``[len(texts), dim]`` tensor."""
 
 
 @dataclass(frozen=True)
@@ -179,45 +203,79 @@ def _group_splits(items: Sequence[Item], fractions: tuple[float, float, float], 
     return {item.group: official.get(item.group) or hashed_split(item.group, fractions, seed) for item in items}
 
 
+def read_unit_rows(vectors: h5py.Dataset) -> int:
+    """Rows read with one slice, starting at a multiple of this: whole chunks, about :data:`READ_BYTES` of them
+    (rows of about that size when the dataset has no chunks)."""
+    chunk_rows = vectors.chunks[0] if vectors.chunks is not None else 1
+    return chunk_rows * max(1, READ_BYTES // (chunk_rows * vectors.shape[1] * vectors.dtype.itemsize))
+
+
+def _by_unit(rows: np.ndarray, unit_rows: int) -> list[np.ndarray]:
+    """Positions of sorted ``rows`` grouped by the read unit that stores them: each group is read with one slice
+    from its first row to its last, so a chunk is read once, and what one slice holds is bounded by a unit
+    whatever the rows asked for."""
+    return np.split(np.arange(len(rows)), np.flatnonzero(np.diff(rows // unit_rows)) + 1)
+
+
 class ShardReader:
-    """Vectors of items, read straight from their shards with one h5py handle per shard and process."""
+    """Vectors of items, read straight from their shards through at most :data:`MAX_OPEN_SHARDS` h5py handles
+    per process."""
 
     def __init__(self) -> None:
         self._pid = os.getpid()
-        self._files: dict[Path, h5py.File] = {}
+        self._open: OrderedDict[Path, h5py.Dataset] = OrderedDict()
 
     def read(self, items: Sequence[Item]) -> np.ndarray:
-        """float32 ``[len(items), dim]`` in ``items`` order; one sorted read per shard."""
+        """float32 ``[len(items), dim]`` in ``items`` order (:meth:`read_tensor`)."""
+        return self.read_tensor(items).numpy()
+
+    def read_tensor(self, items: Sequence[Item], *, shared: bool = False) -> torch.Tensor:
+        """float32 ``[len(items), dim]`` in ``items`` order; per shard, one slice per read unit that holds a row.
+
+        Each row is converted straight into its place by torch, which converts float16 several times faster than
+        numpy on CPUs without AVX-512, with no intermediate copy of the chunk. ``shared`` makes the tensor in
+        shared memory before filling it: a DataLoader worker hands tensors over through shared memory, and would
+        copy one made elsewhere there whole."""
+        if not items:
+            raise ValueError("no items to read")
+        out = torch.empty((len(items), self.vectors(items[0].shard).shape[1]), dtype=torch.float32)
+        if shared:
+            out.share_memory_()
         by_shard: dict[Path, list[int]] = {}
         for position, item in enumerate(items):
             by_shard.setdefault(item.shard, []).append(position)
-        out: np.ndarray | None = None
         for path, positions in by_shard.items():
+            vectors = self.vectors(path)
             rows = np.array([items[p].row for p in positions])
-            unique, inverse = np.unique(rows, return_inverse=True)
-            block = np.asarray(self._file(path)["embedding"][unique], dtype=np.float32)
-            if out is None:
-                out = np.empty((len(items), block.shape[1]), dtype=np.float32)
-            out[positions] = block[inverse]
-        if out is None:
-            raise ValueError("no items to read")
+            order = np.argsort(rows, kind="stable")
+            rows, targets = rows[order], np.asarray(positions)[order]
+            for unit in _by_unit(rows, read_unit_rows(vectors)):
+                first, last = rows[unit[0]], rows[unit[-1]]
+                block = torch.from_numpy(vectors[first:last + 1])
+                for row, target in zip((rows[unit] - first).tolist(), targets[unit].tolist(), strict=True):
+                    out[target].copy_(block[row])
         return out
 
-    def _file(self, path: Path) -> h5py.File:
+    def vectors(self, path: Path) -> h5py.Dataset:
+        """The ``embedding`` dataset of shard ``path``, kept open among this process's most recently used ones."""
         if self._pid != os.getpid():
-            self._pid, self._files = os.getpid(), {}
-        if path not in self._files:
-            self._files[path] = h5py.File(path, "r")
-        return self._files[path]
+            self._pid, self._open = os.getpid(), OrderedDict()
+        if path in self._open:
+            self._open.move_to_end(path)
+        else:
+            if len(self._open) >= MAX_OPEN_SHARDS:
+                self._open.popitem(last=False)[1].file.close()
+            self._open[path] = h5py.File(path, "r")["embedding"]
+        return self._open[path]
 
     def close(self) -> None:
         if self._pid == os.getpid():
-            for handle in self._files.values():
-                handle.close()
-        self._files = {}
+            for vectors in self._open.values():
+                vectors.file.close()
+        self._open = OrderedDict()
 
     def __getstate__(self) -> dict[str, object]:
-        return {"_pid": None, "_files": {}}
+        return {"_pid": None, "_open": OrderedDict()}
 
 
 class PairDataset(Dataset):
@@ -240,51 +298,119 @@ class PairDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @cached_property
+    def blocks(self) -> np.ndarray:
+        """Each item's block, for :class:`EpochBatches`: items whose rows lie in one read unit
+        (:func:`read_unit_rows`) of one shard share a block, numbered in order of first appearance."""
+        units = {path: read_unit_rows(self.reader.vectors(path)) for path in {item.shard for item in self.items}}
+        numbers: dict[tuple[Path, int], int] = {}
+        return np.array([numbers.setdefault((item.shard, item.row // units[item.shard]), len(numbers))
+                         for item in self.items], dtype=np.int64)
+
     def text(self, index: int) -> str:
         texts = self.items[index].texts
         offset = int.from_bytes(hashlib.sha1(f"{self.seed}:{index}".encode()).digest()[:4], "big")
         return texts[(offset + self.epoch) % len(texts)]
+
+    def batch(self, indices: Sequence[int]) -> Pairs:
+        """The texts and one float32 ``[len(indices), dim]`` tensor of the vectors of ``indices``, read at once
+        (in shared memory in a DataLoader worker, which hands it over there)."""
+        vectors = self.reader.read_tensor([self.items[i] for i in indices], shared=get_worker_info() is not None)
+        return [self.text(i) for i in indices], vectors
 
     def __getitem__(self, index: int) -> tuple[str, np.ndarray]:
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[str, np.ndarray]]:
         """A whole batch at once (the DataLoader calls this when it exists): one read per shard, not per row."""
-        vectors = self.reader.read([self.items[i] for i in indices])
-        return [(self.text(i), vector) for i, vector in zip(indices, vectors, strict=True)]
-
-
-def collate_pairs(samples: Sequence[tuple[str, np.ndarray]]) -> tuple[list[str], torch.Tensor]:
-    """A batch of pairs as the texts and one float32 ``[B, dim]`` tensor of their vectors."""
-    return [text for text, _ in samples], torch.from_numpy(np.stack([vector for _, vector in samples]))
+        texts, vectors = self.batch(indices)
+        return list(zip(texts, vectors.numpy(), strict=True))
 
 
 class EpochBatches(Sampler[list[int]]):
-    """Full batches of a seeded permutation of one epoch, starting at batch ``start``.
+    """Full batches of one epoch's seeded, block-shuffled order, starting at batch ``start``.
 
-    The order depends only on ``(seed, epoch)``, so a resumed run skips the batches it already trained on
-    without reading them, and sees the same batches as a run that never stopped.
+    ``blocks[i]`` names the block of index ``i`` (:attr:`PairDataset.blocks`; by default every index is a block
+    of its own, which makes the order a plain permutation). The blocks are shuffled and taken
+    :data:`SHUFFLE_BLOCKS` at a time, and the indices of each such window are shuffled: every index once, read a
+    window at a time (:meth:`windows`), in an order that depends only on ``(seed, epoch)`` and the blocks, so a
+    resumed run skips the batches it already trained on without reading them, and sees the same batches as a run
+    that never stopped.
     """
 
-    def __init__(self, size: int, batch_size: int, *, seed: int, epoch: int, start: int = 0) -> None:
+    def __init__(self, size: int, batch_size: int, *, seed: int, epoch: int, start: int = 0,
+                 blocks: Sequence[int] | np.ndarray | None = None) -> None:
         if size < batch_size:
             raise InvalidInputError(f"the training split has {size} items, fewer than one batch of {batch_size}; "
                                     f"lower the batch size or add data")
+        if blocks is not None and len(blocks) != size:
+            raise ValueError(f"{len(blocks)} block numbers for {size} items")
         self.size, self.batch_size, self.seed, self.epoch, self.start = size, batch_size, seed, epoch, start
+        self.blocks = np.arange(size) if blocks is None else np.unique(blocks, return_inverse=True)[1]
 
     def __len__(self) -> int:
         return self.size // self.batch_size - self.start
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+        order, _ = self.order()
         for batch in range(self.start, self.size // self.batch_size):
             yield order[batch * self.batch_size:(batch + 1) * self.batch_size].tolist()
 
+    def order(self) -> tuple[np.ndarray, np.ndarray]:
+        """The epoch's indices in order, and the number of the window each is read in (ascending)."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        window = rng.permutation(self.blocks.max() + 1)[self.blocks] // SHUFFLE_BLOCKS
+        order = np.lexsort((rng.random(self.size), window))
+        return order, window[order]
+
+    def windows(self) -> list[list[int]]:
+        """The indices of the batches this sampler yields, in order, cut where a window ends: each part is read
+        at once, and each block lies in one part, so no chunk is read twice in an epoch."""
+        order, window = self.order()
+        kept = slice(self.start * self.batch_size, self.size // self.batch_size * self.batch_size)
+        cuts = np.flatnonzero(np.diff(window[kept])) + 1
+        return [part.tolist() for part in np.split(order[kept], cuts)]
+
+
+class _WindowReads(Dataset):
+    """``pairs`` indexed by lists of indices, so that a DataLoader item is one window, read at once."""
+
+    def __init__(self, pairs: PairDataset) -> None:
+        self.pairs = pairs
+
+    def __getitem__(self, indices: list[int]) -> Pairs:
+        return self.pairs.batch(indices)
+
+
+def _as_read(window: Pairs) -> Pairs:
+    """A window as read: it is texts and one tensor already, which the DataLoader's default conversion would walk
+    text by text."""
+    return window
+
+
+def rebatched(windows: Iterable[Pairs], batch_size: int) -> Iterator[Pairs]:
+    """Batches of ``batch_size`` pairs, in order, out of ``(texts, vectors)`` windows of any size: a batch inside
+    one window is a view of it, only one that spans windows is copied."""
+    texts: list[str] = []
+    parts: list[torch.Tensor] = []
+    for window_texts, vectors in windows:
+        start = 0
+        while len(window_texts) - start >= batch_size - len(texts):
+            end = start + batch_size - len(texts)
+            head = vectors[start:end]
+            yield texts + window_texts[start:end], torch.cat([*parts, head]) if parts else head
+            texts, parts, start = [], [], end
+        if start < len(window_texts):
+            texts += window_texts[start:]
+            parts.append(vectors[start:])
+
 
 def pair_loader(dataset: PairDataset, sampler: EpochBatches, *, num_workers: int = 0, pin_memory: bool = False,
-                generator: torch.Generator | None = None) -> DataLoader:
-    """The DataLoader training reads pairs through: batches from ``sampler``, texts and stacked vectors, worker
-    processes safe to exit inside a Prefect flow (:mod:`store.forking`)."""
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_pairs,
-                      pin_memory=pin_memory, generator=generator,
-                      worker_init_fn=forget_inherited_exit_hooks if num_workers else None)
+                generator: torch.Generator | None = None) -> Iterator[Pairs]:
+    """The batches training reads, as ``sampler`` yields them: texts and stacked float32 vectors. A DataLoader
+    reads each of the sampler's windows whole (in a worker when there are workers: processes safe to exit inside
+    a Prefect flow, :mod:`store.forking`), and the windows are cut into batches here."""
+    windows = DataLoader(_WindowReads(dataset), sampler=sampler.windows(), batch_size=None, collate_fn=_as_read,
+                         num_workers=num_workers, pin_memory=pin_memory, generator=generator,
+                         worker_init_fn=forget_inherited_exit_hooks if num_workers else None)
+    return rebatched(windows, sampler.batch_size)
