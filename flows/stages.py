@@ -394,8 +394,8 @@ def verify(dataset: str, models: list[str] | None = None, root: str | None = Non
     summary = StageSummary.from_plan(dataset, "verify", plan, results)
     shard_problems = sum(len(c.problems) for c in checks.shards.values())
     trusted = sum(c.trusted_shards for c in checks.shards.values())
-    summary.extra = (f"report {md_path}; {shard_problems} shard problem(s); {trusted} unchanged shard(s) trusted "
-                     f"from an earlier verify; verdict {report.verdict}")
+    trusted_note = f"; {trusted} unchanged shard(s) trusted from an earlier verify" if trusted else ""
+    summary.extra = f"verdict {report.verdict}; report {md_path}; {shard_problems} shard problem(s){trusted_note}"
     summary.verdict = report.verdict
     if FlowRunContext.get() is not None:
         create_markdown_artifact(md_path.read_text(), key=artifact_key(dataset, "verification-report"),
