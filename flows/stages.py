@@ -35,7 +35,7 @@ from flows.devices import (
     unit_device,
 )
 from flows.exclusive import one_run_at_a_time
-from flows.plan import Plan, chunks, plan_acquire, plan_embed, plan_preprocess, plan_verify
+from flows.plan import Plan, chunks, plan_acquire, plan_embed, plan_preprocess, plan_verify, spread
 from flows.progress import StageProgress, artifact_key
 from flows.scale_out import unit_runner
 from store.atomic import sweep_stale_temps
@@ -297,7 +297,7 @@ def preprocess(dataset: str, force: bool = False, root: str | None = None, dask:
     with one_run_at_a_time(data_root, "preprocess", dataset):
         _sweep(data_root, dataset)
         plan = plan_preprocess(_manifest(data_root, dataset), data_root, dataset, force=force)
-        units = chunks(plan.todo, settings.unit_size)
+        units = spread(plan.todo, settings.unit_size, settings.workers)
         adopted = [adopt_task(plan.adopt, data_root, label=f"adopt-clips-{dataset}")] if plan.adopt else []
         with unit_runner(dask, dask_address, settings.workers) as runner:
             results = adopted + _run_units("preprocess", dataset, preprocess_task,

@@ -80,3 +80,10 @@ def test_status_command_shows_the_failures(processed: tuple) -> None:
     assert result.exit_code == 0, result.output
     for reason in ("undecodable", "empty", "truncated", "silent", "non_finite", "too_short"):
         assert reason in result.output
+
+
+def test_preprocessing_gives_every_worker_a_unit(processed: tuple) -> None:
+    """Fewer items than ``unit_size`` (100) still make one unit per worker (2), not one unit for one worker."""
+    root, fixtures, _ = processed
+    units = {path.name.rsplit("-", 1)[0] for path in root.status_dir("preprocess", "local").glob("unit-*.parquet")}
+    assert len(fixtures) < 100 and len(units) == 2

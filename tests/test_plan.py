@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.plan import chunks, plan_acquire, plan_embed, plan_preprocess, plan_verify
+from flows.plan import chunks, plan_acquire, plan_embed, plan_preprocess, plan_verify, spread
 from store.layout import DataRoot, make_item_id
 from store.manifest import ManifestRow
 from store.shards import ShardAttributes, ShardWriter
@@ -41,6 +41,20 @@ def root(tmp_path: Path) -> DataRoot:
 def test_chunks() -> None:
     assert chunks(list(range(5)), 2) == [[0, 1], [2, 3], [4]]
     assert chunks([], 3) == []
+
+
+@pytest.mark.parametrize(("items", "unit_size", "workers", "sizes"), [
+    (112, 100, 2, [56, 56]),            # not 100 items on one worker while the other idles
+    (250, 100, 2, [63, 63, 63, 61]),    # two rounds of two, rather than a last unit of 50 alone
+    (10_000, 100, 2, [100] * 100),      # enough units already: unit_size as asked
+    (3, 100, 4, [1, 1, 1]),
+    (7, 4, 1, [4, 3]),
+    (0, 100, 2, []),
+])
+def test_spread_gives_every_worker_a_share(items: int, unit_size: int, workers: int, sizes: list[int]) -> None:
+    units = spread(list(range(items)), unit_size, workers)
+    assert [len(u) for u in units] == sizes
+    assert [i for u in units for i in u] == list(range(items))
 
 
 def test_acquire_redoes_ok_items_whose_audio_vanished(root: DataRoot) -> None:
