@@ -1,51 +1,79 @@
-"""The ``musictext`` command line: run one stage of one dataset, or the whole pipeline, and look at status."""
+"""The ``musictext`` command line: run one stage of one dataset, or the whole pipeline, and look at status.
+
+Prefect, the sources, the embedders and the data formats are imported inside the commands that use them, not
+here: ``musictext --help`` (and a mistyped option) should answer at once, not after a second of imports.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
-from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from downloaders import all_sources, get_source, source_names
-from embedders import embedder_names, embedder_spec, embedder_specs
-from embedders.spec import PRECISIONS, EmbedderSpec
-from embedders.weights import MissingWeightsError, fetch_weights, locate_weights
-from flows import pipeline as pipeline_flow
-from flows import stages
 from flows.command_line import EXIT_PROBLEMS, RootOption, data_root_of, fail, root_arg
 from flows.corpus_cli import export_corpus
-from flows.deploy import (
-    REPO,
-    deploy_all,
-    ensure_pools,
-    ensure_result_storage,
-    prefect_executable,
-    require_server,
-)
 from flows.export_cli import export_run
 from flows.index_cli import index_app
 from flows.progress import console as errors
 from flows.serve_cli import serve
+from flows.stage_names import STAGES
 from store.errors import UserError
 from store.names import check_name
-from store.settings import load_settings
-from store.shards import STORAGES
-from verification.report import VERDICT_OK, status_counts
+
+if TYPE_CHECKING:
+    from embedders.spec import EmbedderSpec
+    from flows.stages import StageSummary
+
+
+def _embedder_names() -> str:
+    from embedders import embedder_names
+
+    return ", ".join(embedder_names())
+
+
+def _precisions() -> str:
+    from embedders.spec import PRECISIONS
+
+    return " or ".join(PRECISIONS)
+
+
+def _storages() -> str:
+    from store.shards import STORAGES
+
+    return " or ".join(STORAGES)
+
+
+LATE_HELP: dict[str, Callable[[], str]] = {
+    "{embedders}": _embedder_names, "{precisions}": _precisions, "{storages}": _storages}
+"""Markers in option help texts and what replaces them when their command runs: listing the embedders, precisions
+and shard storages imports the embedders and the shard format, a second that ``musictext --help`` need not pay."""
+
+
+def fill_late_help(command: click.Command) -> None:
+    """Replace the :data:`LATE_HELP` markers in ``command``'s option help texts, before it parses (and shows its
+    ``--help``)."""
+    for param in command.params:
+        text = getattr(param, "help", None)
+        for marker, names in LATE_HELP.items():
+            if text and marker in text:
+                text = text.replace(marker, names())
+                param.help = text
 
 
 class Commands(TyperGroup):
     """The command group that turns a :class:`UserError` from any command into one line and exit code 2, in one
-    place: each command only raises."""
+    place: each command only raises. It also fills in the help texts of the one command that runs
+    (:func:`fill_late_help`)."""
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -53,13 +81,20 @@ class Commands(TyperGroup):
         except UserError as error:
             fail(str(error))
 
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
+                                                                           list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            fill_late_help(command)
+        return name, command, rest
+
 
 out = Console(width=None if Console().is_terminal else 160)
 app = typer.Typer(cls=Commands, help="Build music-text corpora: ingest, preprocess, embed and verify datasets.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
 StageOption = Annotated[list[str] | None, typer.Option(
-    "--stage", help=f"Only these stages, in pipeline order (repeatable): {', '.join(pipeline_flow.STAGES)}.")]
+    "--stage", help=f"Only these stages, in pipeline order (repeatable): {', '.join(STAGES)}.")]
 ForceOption = Annotated[bool, typer.Option("--force", help="Also retry items that failed permanently.")]
 OptionsOption = Annotated[list[str] | None, typer.Option(
     "--option", "-o", help="Source option KEY=VALUE (repeatable); `musictext datasets` lists them.")]
@@ -86,6 +121,8 @@ def prefect_mode() -> Iterator[None]:
     """Without a server, skip flow heartbeats: they only feed a server's crash detection and cost ~1 s
     per flow run when the flow ends, and watch Prefect's temporary server so that it ends with this command,
     even a killed one (``flows.ephemeral``). With ``PREFECT_API_URL`` set, Prefect's own settings apply."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
     if PREFECT_API_URL.value():
         yield
         return
@@ -105,13 +142,17 @@ def run(flow_call: Any, *args: Any, **kwargs: Any) -> Any:
 
 def check_models(models: list[str] | None) -> None:
     """Each of ``models`` is an embedder here (:class:`embedders.EmbedderUnavailableError` names the choices)."""
+    from embedders import embedder_spec
+
     for model in models or []:
         embedder_spec(model)
 
 
-def exit_on_problems(summaries: list[stages.StageSummary]) -> None:
+def exit_on_problems(summaries: list[StageSummary]) -> None:
     """Exit with :data:`EXIT_PROBLEMS` when a verify stage among ``summaries`` has a verdict other than ok, so a
     schedule or CI can act on it (the summaries are printed first)."""
+    from verification.report import VERDICT_OK
+
     failed = [s.dataset for s in summaries if s.stage == "verify" and s.verdict != VERDICT_OK]
     if failed:
         errors.print(f"verify found problems in {', '.join(failed)}: see the report(s) named above", soft_wrap=True)
@@ -120,13 +161,15 @@ def exit_on_problems(summaries: list[stages.StageSummary]) -> None:
 
 def chosen_stages(stages: list[str] | None) -> list[str] | None:
     """``--stage`` values in pipeline order, None when none were given (the pipeline's default)."""
+    from flows import pipeline as pipeline_flow
+
     try:
         return pipeline_flow.check_stages(stages) if stages else None
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--stage") from None
 
 
-def print_summaries(summaries: list[stages.StageSummary]) -> None:
+def print_summaries(summaries: list[StageSummary]) -> None:
     table = Table(title="What this run did")
     for column in ("dataset", "stage", "items", "done before", "worked", "ok", "failed", "skipped", "notes"):
         table.add_column(column, justify="right" if column not in ("dataset", "stage", "notes") else "left")
@@ -146,6 +189,9 @@ def ingest(dataset: str, limit: Annotated[int | None, typer.Option(help="Catalog
            dask: DaskOption = False, dask_address: DaskAddressOption = None,
            whole_tracks: WholeTracksOption = False) -> None:
     """Catalog a dataset and acquire its audio (incremental: only what is new or still missing)."""
+    from downloaders import get_source
+    from flows import stages
+
     options = parse_options(option) | {k: v for k, v in {"subset": subset, "split": split}.items() if v}
     get_source(dataset).check_options(options)
     data_root_of(root)
@@ -157,6 +203,9 @@ def ingest(dataset: str, limit: Annotated[int | None, typer.Option(help="Catalog
 def preprocess(dataset: str, force: ForceOption = False, root: RootOption = None, dask: DaskOption = False,
                dask_address: DaskAddressOption = None) -> None:
     """Cut and resample acquired audio into canonical 44.1 kHz 16-bit FLAC clips."""
+    from downloaders import get_source
+    from flows import stages
+
     get_source(dataset)
     stages.check_manifest(data_root_of(root), dataset)
     print_summaries([run(stages.preprocess, dataset, force, root_arg(root), dask, dask_address)])
@@ -164,7 +213,7 @@ def preprocess(dataset: str, force: ForceOption = False, root: RootOption = None
 
 @app.command()
 def embed(dataset: str,
-          model: Annotated[str, typer.Option(help=f"Audio embedder: {', '.join(embedder_names())} "
+          model: Annotated[str, typer.Option(help="Audio embedder: {embedders} "
                                                   "(`musictext models list` says what each computes).")] = "dsp",
           weights: Annotated[Path | None, typer.Option(
               help="Directory holding the model's weights (default: the Hugging Face cache).")] = None,
@@ -172,14 +221,18 @@ def embed(dataset: str,
               help="Device to run the model on, e.g. cuda:0 (repeatable; default: every GPU, else the CPU).")]
           = None,
           precision: Annotated[str | None, typer.Option(
-              help=f"{' or '.join(PRECISIONS)}: as Navidrome runs the model (default, setting embed_precision), "
+              help="{precisions}: as Navidrome runs the model (default, setting embed_precision), "
                    "or bfloat16 autocast.")] = None,
           storage: Annotated[str | None, typer.Option(
-              help=f"{' or '.join(STORAGES)}: how the shards store the vectors (default float32, setting "
+              help="{storages}: how the shards store the vectors (default float32, setting "
                    "embed_storage); float16 halves them, within 0.9999 cosine.")] = None,
           force: ForceOption = False, root: RootOption = None, dask: DaskOption = False,
           dask_address: DaskAddressOption = None) -> None:
     """Embed every clip that has no vector from MODEL (in MODEL's space) yet into new HDF5 shards."""
+    from embedders.spec import PRECISIONS
+    from flows import stages
+    from store.shards import STORAGES
+
     if precision is not None and precision not in PRECISIONS:
         raise typer.BadParameter(f"must be one of {', '.join(PRECISIONS)}", param_hint="--precision")
     if storage is not None and storage not in STORAGES:
@@ -198,6 +251,8 @@ def verify(dataset: str,
            root: RootOption = None, dask: DaskOption = False, dask_address: DaskAddressOption = None) -> None:
     """Check clips and shards and write reports/<dataset>/verification.{json,md}; exit code 1 when the verdict is
     not ok."""
+    from flows import stages
+
     check_name(dataset, "dataset")
     check_models(model)
     stages.check_manifest(data_root_of(root), dataset)
@@ -217,6 +272,9 @@ def pipeline(dataset: Annotated[list[str] | None,
                  "--in-process", help="Embed and train here even when the server has the gpu deployments.")]
              = False, whole_tracks: WholeTracksOption = False) -> None:
     """catalog → acquire → preprocess → embed → verify (→ train), for each dataset."""
+    from downloaders import get_source
+    from flows import pipeline as pipeline_flow
+
     datasets = dataset or ["synthetic"]
     given = parse_options(option)
     per_dataset = {d: {k: v for k, v in given.items() if k in get_source(d).options} for d in datasets}
@@ -239,6 +297,8 @@ def pipeline(dataset: Annotated[list[str] | None,
 @app.command()
 def status(root: RootOption = None) -> None:
     """Items per dataset per stage, and failures by reason."""
+    from verification.report import status_counts
+
     root_path = data_root_of(root)
     rows = status_counts(root_path)
     if not rows:
@@ -380,6 +440,8 @@ app.add_typer(models_app, name="models")
 def models_list(cache_dir: Annotated[Path | None, typer.Option(help="Hugging Face cache (default: HF_HUB_CACHE).")]
                 = None) -> None:
     """Every embedder: its space, stored size, windows, and whether its weights are here (revision, sha256)."""
+    from embedders import embedder_specs
+
     table = Table(title="Audio embedders")
     for column in ("model", "space", "dim", "windows", "weights", "here"):
         table.add_column(column)
@@ -397,6 +459,8 @@ def _windows(spec: EmbedderSpec) -> str:
 
 def _weights_state(spec: EmbedderSpec, cache_dir: Path | None) -> tuple[str, str]:
     """The weights column (repository and pinned revision) and the "here" column (where, size, sha256)."""
+    from embedders.weights import MissingWeightsError, locate_weights
+
     if spec.weights is None:
         return "none (weight-free)", "yes"
     pinned = f"{spec.weights.repo_id} @ {spec.weights.revision[:12]}"
@@ -413,6 +477,10 @@ def models_fetch(model: str,
                  cache_dir: Annotated[Path | None, typer.Option(help="Hugging Face cache (default: HF_HUB_CACHE).")]
                  = None) -> None:
     """Download MODEL's weights at the pinned revision (needs the internet or settings.hf_endpoint)."""
+    from embedders import embedder_specs
+    from embedders.weights import fetch_weights
+    from store.settings import load_settings
+
     specs = embedder_specs()
     weights = specs[model].weights if model in specs else None
     if weights is None:
@@ -426,6 +494,8 @@ def models_fetch(model: str,
 @app.command()
 def datasets() -> None:
     """The sources musictext can ingest, what each needs, and its options."""
+    from downloaders import all_sources, source_names
+
     table = Table(title="Datasets")
     for column in ("name", "what it is", "needs", "options"):
         table.add_column(column)
@@ -440,6 +510,8 @@ def datasets() -> None:
 def server(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
            port: Annotated[int, typer.Option(help="Port of the API and the UI.")] = 4200) -> None:
     """Start a local Prefect server (SQLite under PREFECT_HOME) for run history, the UI, schedules and workers."""
+    from flows.deploy import prefect_executable
+
     errors.print(f"Prefect UI and API on http://{host}:{port}; in every other shell (CLI, workers):\n"
                  f"  export PREFECT_API_URL=http://{host}:{port}/api")
     # The UI asks the browser to call the API at PREFECT_SERVER_UI_API_URL, which `--port` does not change.
@@ -454,6 +526,8 @@ def worker(pool: Annotated[str, typer.Option(help="Work pool: cpu or gpu.")] = "
                help="Flow runs at once (default: 1 on the gpu pool, one GPU job at a time; else no limit).")]
            = None) -> None:
     """Start a process worker on POOL, running flow runs from this clone of the repository."""
+    from flows.deploy import REPO, prefect_executable, require_server
+
     require_server()
     command = [prefect_executable(), "worker", "start", "--pool", pool, "--type", "process"]
     command += ["--name", name] if name else []
@@ -470,6 +544,8 @@ def worker(pool: Annotated[str, typer.Option(help="Work pool: cpu or gpu.")] = "
 def deploy(root: RootOption = None) -> None:
     """Create the cpu and gpu work pools and every deployment of deployments/prefect.yaml (idempotent)."""
     from prefect.client.orchestration import get_client
+
+    from flows.deploy import deploy_all, ensure_pools, ensure_result_storage, require_server
 
     require_server()
     with get_client(sync_client=True) as client:
@@ -495,6 +571,8 @@ def reprocess(dataset: str, stage: StageOption = None,
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_UI_URL
 
+    from flows import pipeline as pipeline_flow
+    from flows.deploy import require_server
     from flows.watch import follow
 
     given = {"datasets": [dataset], "stages": chosen_stages(stage), "models": model, "limit": limit,

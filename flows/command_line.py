@@ -14,7 +14,6 @@ from rich.markup import escape
 
 from flows.progress import console as errors
 from store.layout import DataRoot
-from store.settings import load_settings
 
 EXIT_PROBLEMS = 1
 """``verify`` (or the pipeline's verify stage) found problems: a verdict other than ok."""
@@ -37,4 +36,6 @@ def root_arg(root: Path | None) -> str | None:
 def data_root_of(root: Path | None) -> DataRoot:
     """The data root a command works on, read through the settings: a bad setting or a root that is a file is said
     here, before any flow starts."""
+    from store.settings import load_settings  # pydantic-settings: loaded by the commands, not by --help
+
     return DataRoot(load_settings(root=root_arg(root)).root)

@@ -3,7 +3,7 @@
 A plain function, registered by ``flows.cli`` (``app.command("export-corpus")(export_corpus)``); it imports
 nothing from ``flows.cli`` so that module can import this one at its top. The exporter, and with it the
 ``datasets`` library of the export extra, is imported only when the command runs, so the rest of the CLI works
-without the extra.
+without the extra; so are the sources and embedders, which ``musictext --help`` does not need.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from downloaders import get_source, source_names
-from embedders import EmbedderUnavailableError, embedder_spec
 from flows.command_line import RootOption, data_root_of, fail
 from flows.progress import console as errors
 
@@ -41,6 +39,8 @@ def export_corpus(dataset: str, out: OutOption, model: ModelOption = None, space
                   root: RootOption = None, force: ForceOption = False) -> None:
     """Write DATASET's items (clips embedded as FLAC, captions, tags, and MODEL's vectors) as Parquet shards per
     split with a dataset card, for `datasets.load_dataset` and the Hugging Face Hub."""
+    from embedders import EmbedderUnavailableError
+
     exporter = _exporter()
     data_root = data_root_of(root)
     try:
@@ -68,10 +68,14 @@ def _space(model: str | None, space: str | None) -> str | None:
         if space is not None:
             fail("--space names the space of --model's vectors; give --model too")
         return None
+    from embedders import embedder_spec
+
     return space or embedder_spec(model).space
 
 
 def _description(dataset: str) -> str:
+    from downloaders import get_source, source_names
+
     return get_source(dataset).description if dataset in source_names() else ""
 
 

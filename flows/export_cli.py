@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 
-from embedders import EmbedderUnavailableError
 from flows.command_line import EXIT_PROBLEMS, RootOption, data_root_of, fail
 
 
@@ -34,6 +33,7 @@ def export_run(run: Annotated[str, typer.Argument(help="A run id under the data 
                force: Annotated[bool, typer.Option("--force", help="Replace an earlier export at --out.")] = False,
                ) -> None:
     """Export RUN's best text embedder, checked against musictext's own vectors, with a model card."""
+    from embedders import EmbedderUnavailableError
     from training import export  # torch and transformers load only for the commands that need them
 
     data_root = data_root_of(root)

@@ -8,7 +8,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from embedders import EmbedderUnavailableError, embedder_spec
 from flows.command_line import RootOption, data_root_of, fail
 
 index_app = typer.Typer(help="FAISS indexes of a model's shards, used by `musictext search` when present.",
@@ -24,6 +23,7 @@ def build(model: Annotated[str, typer.Option(help="Audio embedder whose shards t
           rebuild: Annotated[bool, typer.Option(help="Build from scratch instead of adding new shards.")] = False,
           root: RootOption = None) -> None:
     """Index MODEL's shards per dataset; run again after embedding more to add only the new shards."""
+    from embedders import EmbedderUnavailableError, embedder_spec
     from training.index import KINDS, build_index
     from training.search import model_shard_dirs
 

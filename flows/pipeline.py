@@ -17,11 +17,9 @@ from prefect.runtime import flow_run
 from flows.handoff import EMBED_DEPLOYMENT, TRAIN_DEPLOYMENT, deployed, run_on_pool
 from flows.progress import artifact_key
 from flows.scale_out import dask_cluster
+from flows.stage_names import DEFAULT_STAGES, STAGES
 from flows.stages import RUNNER, StageSummary, embed, ingest, preprocess, verify
 from store.settings import load_settings
-
-STAGES = ("ingest", "preprocess", "embed", "verify", "train")
-DEFAULT_STAGES = ("ingest", "preprocess", "embed", "verify")
 
 
 def run_name(datasets: list[str] | None, models: list[str] | None) -> str:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from types import TracebackType
 
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.context import FlowRunContext
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -35,6 +33,10 @@ class StageProgress:
         )
         self._task = self._bar.add_task(stage, total=total)
         self._artifact = None
+        # Prefect loads here, not at import: the CLI imports ``console`` and its --help must not load Prefect.
+        from prefect.artifacts import create_progress_artifact
+        from prefect.context import FlowRunContext
+
         if FlowRunContext.get() is not None:
             # A stage with nothing to do is complete at once: the UI must not show it stuck at 0 %.
             self._artifact = create_progress_artifact(
@@ -46,6 +48,8 @@ class StageProgress:
         self.done += items
         self._bar.advance(self._task, items)
         if self._artifact is not None:
+            from prefect.artifacts import update_progress_artifact
+
             update_progress_artifact(self._artifact, progress=100.0 * self.done / self.total)
 
     def __enter__(self) -> StageProgress:

@@ -12,6 +12,14 @@ import flows  # noqa: F401  (sets Prefect's offline defaults before Prefect is i
 from store.settings import Settings, load_settings
 
 
+@pytest.fixture(autouse=True, scope="session")
+def prefect_logs_to_real_stderr() -> None:
+    """Import Prefect, which binds its log handlers to ``sys.stderr``, before any CliRunner swaps that stream: the CLI
+    imports Prefect only inside its commands, and handlers bound to one invocation's captured stream fail on every
+    later invocation ("I/O operation on closed file")."""
+    import prefect.main  # noqa: F401  (its import sets up the handlers)
+
+
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
     """A real Prefect API on loopback with its own temporary database; yields its URL for subprocesses."""
