@@ -17,7 +17,7 @@ from store.errors import InvalidInputError, MissingInputError
 from store.layout import DataRoot
 from store.manifest import ManifestRow, read_manifest
 from store.shard_index import vector_locations
-from training.data import Item, ShardReader
+from training.data import Item, ShardReader, manifest_item
 
 VALID_FLAG = "is_valid_subset"
 VALID_SUBSET = "validated captions"
@@ -77,8 +77,7 @@ def load_benchmark(root: DataRoot, dataset: str, model: str, space: str) -> Benc
             continue
         owners += [len(items)] * len(row.captions)
         flags += _valid_flags(row)
-        items.append(Item(row.item_id, dataset, row.group or row.item_id, row.split or "", row.captions, row.tags,
-                          *location))
+        items.append(manifest_item(row, location))
     if len(items) < 2:
         raise InvalidInputError(f"{dataset} has {len(items)} items with both a {model} vector of space {space} and a "
                                 f"caption; evaluation needs at least two (`musictext embed {dataset} --model {model}`)")

@@ -173,7 +173,7 @@ def load_splits(
             elif not (row.captions or row.tags):
                 skipped["no_text"] += 1
             else:
-                items.append(_item(row, location))
+                items.append(manifest_item(row, location))
     if len(set(dims.values())) != 1:
         raise ValueError(f"{model} vectors differ in size across datasets: {dims}")
     assigned = _group_splits(items, fractions, seed, held_out_groups(root))
@@ -183,7 +183,8 @@ def load_splits(
     return Splits(**by_split, audio_dim=next(iter(dims.values())), skipped=skipped)
 
 
-def _item(row: ManifestRow, location: tuple[Path, int]) -> Item:
+def manifest_item(row: ManifestRow, location: tuple[Path, int]) -> Item:
+    """The training item of a manifest row whose vector is at ``location`` (shard, row)."""
     return Item(row.item_id, row.dataset, row.group or row.item_id, official_split(row) or "", tuple(row.captions),
                 tuple(row.tags), location[0], location[1])
 
