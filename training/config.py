@@ -18,7 +18,7 @@ from training.data import check_fractions
 from training.model import DEFAULT_ENCODER, HEADS
 from training.tracking import DEFAULT_TRACKERS, TRACKERS
 
-RESUMABLE_CHANGES = frozenset({"device", "num_workers", "trackers"})
+RESUMABLE_CHANGES = frozenset({"device", "devices", "num_workers", "trackers"})
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,11 @@ class TrainConfig:
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     device: str = "auto"
+    devices: int = 1
+    """Processes training data-parallel (:mod:`training.distributed`), one GPU each or, on ``cpu``, gloo
+    processes. Each takes ``batch_size / devices`` rows of every batch of ``batch_size`` and the loss is that of
+    the whole batch, so the number changes the speed, not (beyond rounding) the result, and a run may resume
+    with another."""
     num_workers: int = 0
     trackers: tuple[str, ...] = DEFAULT_TRACKERS
     """Where the curves go besides ``metrics.jsonl`` (:mod:`training.tracking`); empty for nowhere."""
@@ -74,7 +79,7 @@ class TrainConfig:
 
     def _problems(self) -> list[str]:
         positive = ("batch_size", "grad_accum", "lr", "epochs", "checkpoint_every", "eval_every", "max_length",
-                    "temperature")
+                    "temperature", "devices")
         problems = [f"{name} must be positive, got {getattr(self, name)}" for name in positive
                     if getattr(self, name) <= 0]
         problems += [f"{name} must be positive when set, got {getattr(self, name)}"
@@ -97,6 +102,8 @@ class TrainConfig:
         elif (self.stage == 2) != (self.mse_weight > 0):
             problems.append(f"stage 1 trains InfoNCE alone (mse_weight 0), stage 2 adds the squared distance "
                             f"(mse_weight > 0); got stage {self.stage} with mse_weight {self.mse_weight}")
+        if self.devices > 0 and self.batch_size % self.devices:
+            problems.append(f"batch_size {self.batch_size} does not split evenly over {self.devices} devices")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.num_workers < 0:
             problems.append("warmup_steps, weight_decay and num_workers must not be negative")
         return problems

@@ -329,7 +329,9 @@ class PairDataset(Dataset):
 
 
 class EpochBatches(Sampler[list[int]]):
-    """Full batches of one epoch's seeded, block-shuffled order, starting at batch ``start``.
+    """Full batches of one epoch's seeded, block-shuffled order, starting at batch ``start``; with ``shards`` > 1,
+    slice ``shard`` of ``shards`` equal slices of each of them (the rows one of several processes trains on: the
+    processes together see exactly the batches one process would, :mod:`training.distributed`).
 
     ``blocks[i]`` names the block of index ``i`` (:attr:`PairDataset.blocks`; by default every index is a block
     of its own, which makes the order a plain permutation). The blocks are shuffled and taken
@@ -340,14 +342,17 @@ class EpochBatches(Sampler[list[int]]):
     """
 
     def __init__(self, size: int, batch_size: int, *, seed: int, epoch: int, start: int = 0,
-                 blocks: Sequence[int] | np.ndarray | None = None) -> None:
+                 blocks: Sequence[int] | np.ndarray | None = None, shard: int = 0, shards: int = 1) -> None:
         if size < batch_size:
             raise InvalidInputError(f"the training split has {size} items, fewer than one batch of {batch_size}; "
                                     f"lower the batch size or add data")
         if blocks is not None and len(blocks) != size:
             raise ValueError(f"{len(blocks)} block numbers for {size} items")
+        if batch_size % shards or not 0 <= shard < shards:
+            raise ValueError(f"cannot take slice {shard} of {shards} equal slices of a batch of {batch_size}")
         self.size, self.batch_size, self.seed, self.epoch, self.start = size, batch_size, seed, epoch, start
         self.blocks = np.arange(size) if blocks is None else np.unique(blocks, return_inverse=True)[1]
+        self.shard, self.shard_size = shard, batch_size // shards
 
     def __len__(self) -> int:
         return self.size // self.batch_size - self.start
@@ -355,7 +360,8 @@ class EpochBatches(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         order, _ = self.order()
         for batch in range(self.start, self.size // self.batch_size):
-            yield order[batch * self.batch_size:(batch + 1) * self.batch_size].tolist()
+            first = batch * self.batch_size + self.shard * self.shard_size
+            yield order[first:first + self.shard_size].tolist()
 
     def order(self) -> tuple[np.ndarray, np.ndarray]:
         """The epoch's indices in order, and the number of the window each is read in (ascending)."""
@@ -368,7 +374,8 @@ class EpochBatches(Sampler[list[int]]):
         """The indices of the batches this sampler yields, in order, cut where a window ends: each part is read
         at once, and each block lies in one part, so no chunk is read twice in an epoch."""
         order, window = self.order()
-        kept = slice(self.start * self.batch_size, self.size // self.batch_size * self.batch_size)
+        kept = np.arange(self.start * self.batch_size, self.size // self.batch_size * self.batch_size)
+        kept = kept[kept % self.batch_size // self.shard_size == self.shard]
         cuts = np.flatnonzero(np.diff(window[kept])) + 1
         return [part.tolist() for part in np.split(order[kept], cuts)]
 
@@ -414,4 +421,4 @@ def pair_loader(dataset: PairDataset, sampler: EpochBatches, *, num_workers: int
     windows = DataLoader(_WindowReads(dataset), sampler=sampler.windows(), batch_size=None, collate_fn=_as_read,
                          num_workers=num_workers, pin_memory=pin_memory, generator=generator,
                          worker_init_fn=forget_inherited_exit_hooks if num_workers else None)
-    return rebatched(windows, sampler.batch_size)
+    return rebatched(windows, sampler.shard_size)

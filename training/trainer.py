@@ -23,10 +23,17 @@ directory and swapped in, so a killed run leaves the previous checkpoint or the 
 
 Gradient accumulation sums gradients over ``grad_accum`` micro-batches per optimizer step; each
 micro-batch is its own contrastive batch (its negatives are its own rows).
+
+With ``devices`` > 1 the run is trained by that many processes started by a launcher (:mod:`training.launch`,
+``torchrun``, ``accelerate launch``): each takes its slice of every micro-batch, and the loss is that of the whole
+micro-batch (:mod:`training.distributed`). Only the main process writes anything under ``runs/<run_id>/``; it
+evaluates and tells the others the metrics, so every process takes the same best-checkpoint and early-stopping
+decisions. The checkpoints are those of one process, and either kind of run resumes the other's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -43,11 +50,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.optim.lr_scheduler import LambdaLR
 
 from store.atomic import locked, write_text_atomic
-from store.errors import InvalidInputError
+from store.errors import InvalidInputError, MissingInputError
 from store.layout import DataRoot
 from training.config import TrainConfig, read_config
 from training.data import EpochBatches, Item, PairDataset, ShardReader, load_splits, pair_loader
-from training.loss import ContrastiveLoss
+from training.distributed import Processes, join
+from training.loss import ContrastiveLoss, LossTerms
 from training.metrics import retrieval_metrics
 from training.model import EmbedderConfig, TextEmbedder, autocast, load_text_embedder
 from training.tracking import Trackers, open_trackers, require_packages
@@ -179,25 +187,37 @@ def train(config: TrainConfig, root: DataRoot, *, on_progress: Callable[[StepRep
           show_progress: bool = True) -> TrainResult:
     """Train (or resume, or find finished) the run ``config.run_id`` under ``root``; see the module docstring.
 
-    One process trains a run at a time: a second one waits for the run's lock, then finds it finished.
+    One training (of one or ``config.devices`` processes) trains a run at a time: a second one waits for the run's
+    lock, which the main process holds, then finds it finished. Only the main process reports progress.
     """
+    processes = join(resolve_device(config.device))
+    if processes.count != config.devices:
+        raise InvalidInputError(f"{config.run_id} is configured for {config.devices} device(s) but runs in "
+                                f"{processes.count} process(es); start it through training.launch or a launcher "
+                                f"with as many processes")
     run_dir = root.runs_dir() / config.run_id
-    with locked(run_dir / "train"):
-        return _train(config, root, run_dir, on_progress, show_progress)
+    with locked(run_dir / "train") if processes.is_main else contextlib.nullcontext():
+        return _train(config, root, run_dir, processes, on_progress if processes.is_main else None,
+                      show_progress and processes.is_main)
 
 
-def _train(config: TrainConfig, root: DataRoot, run_dir: Path, on_progress: Callable[[StepReport], None] | None,
-           show_progress: bool) -> TrainResult:
+def _train(config: TrainConfig, root: DataRoot, run_dir: Path, processes: Processes,
+           on_progress: Callable[[StepReport], None] | None, show_progress: bool) -> TrainResult:
     require_packages(config.trackers)
-    _sweep_temporary_checkpoints(run_dir / "checkpoints")
-    last = _recovered(run_dir / "checkpoints" / "last")
+    main = processes.is_main
+    if main:
+        _sweep_temporary_checkpoints(run_dir / "checkpoints")
+        _recovered(run_dir / "checkpoints" / "last")
+    processes.wait()
+    last = run_dir / "checkpoints" / "last"
     if last.exists():
         _check_run_dir(run_dir, config)
-    device = resolve_device(config.device)
+    device = processes.device
     splits = load_splits(root, config.datasets, config.model, config.space, fractions=config.fractions,
                          seed=config.seed)
     sizes = {name: len(splits[name]) for name in ("train", "val", "test")}
-    validation = validation_set(splits.val, limit=config.val_limit, seed=config.seed)
+    # Only the main process evaluates: the others need not hold the validation vectors.
+    validation = validation_set(splits.val, limit=config.val_limit, seed=config.seed) if main else None
     batches_per_epoch = len(splits.train) // config.batch_size
     if batches_per_epoch < config.grad_accum:
         raise InvalidInputError(f"{len(splits.train)} training items make {batches_per_epoch} batches of "
@@ -211,44 +231,74 @@ def _train(config: TrainConfig, root: DataRoot, run_dir: Path, on_progress: Call
     scheduler = LambdaLR(optimizer, warmup_cosine(config.warmup_steps, max_steps))
     if last.exists():
         state = _restore(last / TRAINER_FILE, loss_fn, optimizer, scheduler)
-        _truncate_metrics(run_dir / "metrics.jsonl", state.step)
+        if main:
+            _truncate_metrics(run_dir / "metrics.jsonl", state.step)
     else:
-        _clear_unfinished_start(run_dir)
+        if main:
+            _clear_unfinished_start(run_dir)
         torch.manual_seed(config.seed)
         state = RunState()
-    write_text_atomic(run_dir / "config.json", json.dumps(config.to_json(), indent=2, sort_keys=True) + "\n")
     training_left = state.step < max_steps and not state.stopped_early
-    if training_left:
-        record_train_groups(run_dir, (item.group for item in splits.train), resumed=last.exists())
+    if main:
+        write_text_atomic(run_dir / "config.json", json.dumps(config.to_json(), indent=2, sort_keys=True) + "\n")
+        if training_left:
+            record_train_groups(run_dir, (item.group for item in splits.train), resumed=last.exists())
 
     dataset = PairDataset(splits.train, seed=config.seed)
-    batches = _micro_batches(dataset, config, batches_per_epoch, state.step * config.grad_accum, device)
+    batches = _micro_batches(dataset, config, batches_per_epoch, state.step * config.grad_accum, processes)
     # A finished run found again opens no tracker: it has nothing to log, and must not start another tracker run.
     try:
-        with open_trackers(config.trackers if training_left else (), run_dir, config=config.to_json(),
+        with open_trackers(config.trackers if training_left and main else (), run_dir, config=config.to_json(),
                            first_step=state.step) as trackers:
-            run = _Run(config, run_dir, model, loss_fn, optimizer, scheduler, validation, state, max_steps,
-                       batches_per_epoch, trackers)
+            run = _Run(config, run_dir, model, loss_fn, processes.wrap(_Objective(model, loss_fn, processes)),
+                       optimizer, scheduler, validation, processes, state, max_steps, batches_per_epoch, trackers)
             run.loop(batches, on_progress, show_progress)
     finally:
         batches.close()
         dataset.reader.close()
     result = TrainResult(run_dir, state.step, max_steps, state.best_step, state.best_metrics, state.last_metrics,
                          state.stopped_early, sizes)
-    _write_finished(result)
+    if main:
+        _write_finished(result)
     return result
 
 
 def _write_finished(result: TrainResult) -> None:
     facts = {"step": result.step, "max_steps": result.max_steps, "best_step": result.best_step,
-             "best_metrics": result.best_metrics, "stopped_early": result.stopped_early,
-             "split_sizes": result.split_sizes}
+             "best_metrics": result.best_metrics, "last_metrics": result.last_metrics,
+             "stopped_early": result.stopped_early, "split_sizes": result.split_sizes}
     write_text_atomic(result.run_dir / FINISHED_FILE, json.dumps(facts, indent=2, sort_keys=True) + "\n")
+
+
+def read_finished(run_dir: Path) -> TrainResult:
+    """The result :func:`train` returned, read back from a finished run (what a launcher's caller gets)."""
+    path = Path(run_dir) / FINISHED_FILE
+    if not path.is_file():
+        raise MissingInputError(f"{run_dir} has not finished training: no {FINISHED_FILE}")
+    facts = json.loads(path.read_text())
+    return TrainResult(Path(run_dir), facts["step"], facts["max_steps"], facts["best_step"], facts["best_metrics"],
+                       facts.get("last_metrics", {}), facts["stopped_early"], facts["split_sizes"])
 
 
 def is_finished(run_dir: Path) -> bool:
     """Whether the run reached its last step (or stopped early) and so will not change any more."""
     return (Path(run_dir) / FINISHED_FILE).is_file() and checkpoint_model_dir(run_dir).is_dir()
+
+
+class _Objective(torch.nn.Module):
+    """Texts and their audio vectors → the loss terms of the whole batch, over every process's rows
+    (:meth:`Processes.gather`). One module holding every trained parameter (the embedder's and the temperature),
+    so that one ``DistributedDataParallel`` around it averages all their gradients."""
+
+    def __init__(self, model: TextEmbedder, loss_fn: ContrastiveLoss, processes: Processes) -> None:
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+        self.gather = processes.gather
+
+    def forward(self, texts: list[str], audio: torch.Tensor) -> LossTerms:
+        with autocast(self.model.device):
+            text_vectors = self.model(texts)
+        return self.loss_fn(self.gather(text_vectors), self.gather(audio))
 
 
 @dataclass
@@ -257,9 +307,13 @@ class _Run:
     run_dir: Path
     model: TextEmbedder
     loss_fn: ContrastiveLoss
+    objective: torch.nn.Module
+    """:class:`_Objective`, under DDP when several processes train."""
     optimizer: torch.optim.Optimizer
     scheduler: LambdaLR
-    validation: Validation
+    validation: Validation | None
+    """On the main process only."""
+    processes: Processes
     state: RunState
     max_steps: int
     batches_per_epoch: int
@@ -300,12 +354,11 @@ class _Run:
         device, accum = self.model.device, self.config.grad_accum
         self.optimizer.zero_grad(set_to_none=True)
         sums = {"loss": 0.0, "infonce": 0.0, "squared_distance": 0.0}
-        for _ in range(accum):
+        for micro in range(accum):
             texts, audio = next(batches)
-            with autocast(device):
-                text_vectors = self.model(texts)
-            terms = self.loss_fn(text_vectors, audio.to(device, non_blocking=True))
-            (terms.total / accum).backward()
+            with self.processes.accumulating(self.objective, last=micro == accum - 1):
+                terms = self.objective(texts, audio.to(device, non_blocking=True))
+                (terms.total / accum).backward()
             for name, value in (("loss", terms.total), ("infonce", terms.infonce),
                                 ("squared_distance", terms.squared_distance)):
                 sums[name] += value.item() / accum
@@ -317,7 +370,7 @@ class _Run:
 
     def _evaluate(self) -> dict[str, float]:
         state = self.state
-        metrics = self.validation.evaluate(self.model)
+        metrics = self.processes.from_main(lambda: self.validation.evaluate(self.model))
         state.last_metrics = metrics
         line = {"step": state.step, "epoch": state.step * self.config.grad_accum / self.batches_per_epoch,
                 "lr": self.scheduler.get_last_lr()[0], "temperature": self.loss_fn.temperature.item(),
@@ -328,11 +381,14 @@ class _Run:
         else:
             state.evals_since_best += 1
             state.stopped_early = self.config.patience is not None and state.evals_since_best >= self.config.patience
-        with (self.run_dir / "metrics.jsonl").open("a") as handle:
-            handle.write(json.dumps(line, sort_keys=True) + "\n")
+        if self.processes.is_main:
+            with (self.run_dir / "metrics.jsonl").open("a") as handle:
+                handle.write(json.dumps(line, sort_keys=True) + "\n")
         return metrics
 
     def _save(self, which: str) -> None:
+        if not self.processes.is_main:
+            return
         target = self.run_dir / "checkpoints" / which
         temp = target.with_name(f".{which}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
         try:
@@ -413,13 +469,15 @@ def _trained_parameters(optimizer: torch.optim.Optimizer) -> list[torch.nn.Param
 
 
 def _micro_batches(dataset: PairDataset, config: TrainConfig, batches_per_epoch: int, first: int,
-                   device: torch.device) -> Iterator[tuple[list[str], torch.Tensor]]:
-    """Training micro-batches from the ``first``-th on, across epochs, each epoch in its seeded order."""
+                   processes: Processes) -> Iterator[tuple[list[str], torch.Tensor]]:
+    """This process's slice of the training micro-batches from the ``first``-th on, across epochs, each epoch in
+    its seeded order."""
     epoch, start = divmod(first, batches_per_epoch)
+    device = processes.device
     while True:
         dataset.set_epoch(epoch)
         sampler = EpochBatches(len(dataset), config.batch_size, seed=config.seed, epoch=epoch, start=start,
-                               blocks=dataset.blocks)
+                               blocks=dataset.blocks, shard=processes.index, shards=processes.count)
         # The loader draws its workers' base seed from this generator, not from the global RNG, which the
         # checkpoint restores for dropout: a resumed run must draw the same dropout masks.
         yield from pair_loader(dataset, sampler, num_workers=config.num_workers, pin_memory=device.type == "cuda",
