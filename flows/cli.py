@@ -32,7 +32,7 @@ from store.names import check_name
 
 if TYPE_CHECKING:
     from embedders.spec import EmbedderSpec
-    from flows.stages import StageSummary
+    from flows.summary import StageSummary
 
 
 def _embedder_names() -> str:
@@ -329,20 +329,29 @@ def train(model: Annotated[str, typer.Option(help="Audio embedder whose space th
           stage2: Annotated[float, typer.Option(help="Continue with stage 2 at this MSE weight (0: stage 1 only).")]
           = 0.0,
           device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+          devices: Annotated[int | None, typer.Option(
+              help="Train data-parallel in N processes: N GPUs, or N gloo processes with --device cpu (default 1; "
+                   "under torchrun or accelerate launch, their process count).")] = None,
           tracker: Annotated[list[str] | None, typer.Option(
               "--tracker", help="Also log every step to wandb or mlflow (repeatable or a comma list); TensorBoard "
                                 "logs to runs/<id>/tensorboard unless `none` is given.")] = None,
           root: RootOption = None) -> None:
     """Train text embedders into MODEL's space (resumes an interrupted run, skips a finished one)."""
     given = {"epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr, "encoder": encoder,
-             "eval_every": eval_every, "checkpoint_every": eval_every, "trackers": tracker}
+             "eval_every": eval_every, "checkpoint_every": eval_every, "trackers": tracker, "devices": devices}
     options = {k: v for k, v in given.items() if v is not None} | {"freeze_encoder": freeze_encoder,
                                                                    "device": device}
     from flows import learning  # torch and transformers load only for the commands that need them
+    from training.distributed import is_main_process, launched_processes
 
-    learning.train_configs(model, dataset, run_id, head, stage2, options)
-    data_root_of(root)
-    summaries = run(learning.train, model, dataset, run_id, head, stage2, root_arg(root), options)
+    if launched_processes() > 1:  # one of the processes torchrun or accelerate launch started: no flow
+        summaries = learning.train_here(model, dataset, run_id, head, stage2, root_arg(root), options)
+        if not is_main_process():
+            return
+    else:
+        learning.train_configs(model, dataset, run_id, head, stage2, options)
+        data_root_of(root)
+        summaries = run(learning.train, model, dataset, run_id, head, stage2, root_arg(root), options)
     table = Table(title="Training runs")
     for column in ("run", "head", "stage", "steps", "best step", "val t→m R@10", "val t→m MRR", "train/val/test"):
         table.add_column(column)

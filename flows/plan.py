@@ -7,15 +7,16 @@ Outputs are the truth (a clip file, an id in a shard); status records add what o
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from pathlib import Path
 
 from downloaders.base import Source
 from store.layout import DataRoot
 from store.manifest import ManifestRow
 from store.shards import embedded_ids
-from store.status import StatusRecord, read_status
+from store.status import Seen, seen
 
 
 @dataclass
@@ -48,17 +49,16 @@ def spread(items: Sequence, unit_size: int, workers: int) -> list[list]:
     return chunks(items, math.ceil(len(items) / (rounds * workers)))
 
 
-def _split(rows: Sequence[ManifestRow], is_done: dict[str, bool], seen: dict[str, StatusRecord], force: bool) -> Plan:
+def _split(rows: Sequence[ManifestRow], done: set[str], permanent: set[str], force: bool) -> Plan:
     """Done items are counted; the rest are worked, except recorded permanent failures unless forced.
 
     An ok record whose output has gone missing is worked again: outputs, not records, say what is done.
     """
     plan = Plan()
     for row in rows:
-        record = seen.get(row.item_id)
-        if is_done[row.item_id]:
+        if row.item_id in done:
             plan.done += 1
-        elif record is not None and record.is_permanent_failure and not force:
+        elif row.item_id in permanent and not force:
             plan.skipped += 1
         else:
             plan.todo.append(row)
@@ -66,36 +66,42 @@ def _split(rows: Sequence[ManifestRow], is_done: dict[str, bool], seen: dict[str
 
 
 def ok_ids(root: DataRoot, stage: str, dataset: str) -> set[str]:
-    return {item_id for item_id, r in read_status(root.status_dir(stage, dataset)).items() if r.is_ok}
+    return seen(root.status_dir(stage, dataset)).ok
 
 
 def plan_acquire(rows: Sequence[ManifestRow], root: DataRoot, source: Source, *, force: bool) -> Plan:
-    seen = read_status(root.status_dir("acquire", source.name))
-    is_done = {
-        r.item_id: r.item_id in seen and seen[r.item_id].is_ok and source.audio_path(r, root).exists() for r in rows
-    }
-    return _split(rows, is_done, seen, force)
+    records = seen(root.status_dir("acquire", source.name))
+    done = {r.item_id for r in rows if r.item_id in records.ok and source.audio_path(r, root).exists()}
+    return _split(rows, done, records.permanent, force)
 
 
 def plan_preprocess(rows: Sequence[ManifestRow], root: DataRoot, dataset: str, *, force: bool) -> Plan:
     """Acquired items without a clip. A clip without an ok record (a killed run, a record set aside as
     damaged) is adopted."""
     acquired = ok_ids(root, "acquire", dataset)
-    seen = read_status(root.status_dir("preprocess", dataset))
+    records = seen(root.status_dir("preprocess", dataset))
     eligible = [r for r in rows if r.item_id in acquired]
-    has_clip = {r.item_id for r in eligible if root.clip_path(dataset, r.item_id).exists()}
-    recorded = {item_id for item_id in has_clip if item_id in seen and seen[item_id].is_ok}
+    has_clip = _existing(root.clip_dir(dataset), {r.item_id: root.clip_path(dataset, r.item_id) for r in eligible})
+    recorded = has_clip & records.ok
     orphans = has_clip - recorded
-    plan = _split([r for r in eligible if r.item_id not in orphans],
-                  {r.item_id: r.item_id in recorded for r in eligible}, seen, force)
+    plan = _split([r for r in eligible if r.item_id not in orphans], recorded, records.permanent, force)
     plan.adopt = [r for r in eligible if r.item_id in orphans]
     return plan
+
+
+def _existing(directory: Path, paths: dict[str, Path]) -> set[str]:
+    """The ids among ``paths`` whose file exists, from one listing of ``directory`` (where they all live) rather
+    than a ``stat`` each."""
+    present = {entry.name for entry in os.scandir(directory)} if directory.is_dir() else set()
+    return {item_id for item_id, path in paths.items() if path.parent == directory and path.name in present}
 
 
 def clipped(rows: Sequence[ManifestRow], root: DataRoot, dataset: str) -> list[ManifestRow]:
     """Rows whose canonical clip exists and was recorded as made."""
     made = ok_ids(root, "preprocess", dataset)
-    return [r for r in rows if r.item_id in made and root.clip_path(dataset, r.item_id).exists()]
+    candidates = {r.item_id: root.clip_path(dataset, r.item_id) for r in rows if r.item_id in made}
+    present = _existing(root.clip_dir(dataset), candidates)
+    return [r for r in rows if r.item_id in present]
 
 
 def plan_embed(
@@ -104,20 +110,17 @@ def plan_embed(
     """Clipped items without a vector of ``model`` in ``space``: vectors of another space do not count."""
     eligible = clipped(rows, root, dataset)
     have = embedded_ids(root.shard_dir(model, dataset, space))
-    seen = read_status(root.embed_status_dir(model, dataset, space))
-    return _split(eligible, {r.item_id: r.item_id in have for r in eligible}, seen, force)
+    records: Seen = seen(root.embed_status_dir(model, dataset, space))
+    return _split(eligible, {r.item_id for r in eligible if r.item_id in have}, records.permanent, force)
 
 
 def plan_verify(rows: Sequence[ManifestRow], root: DataRoot, dataset: str) -> Plan:
     """Clips not yet verified, or changed since they were; failed checks are always re-run."""
     eligible = clipped(rows, root, dataset)
-    seen = read_status(root.status_dir("verify", dataset))
+    records = seen(root.status_dir("verify", dataset), with_times=True)
 
     def verified(row: ManifestRow) -> bool:
-        record = seen.get(row.item_id)
-        if record is None or not record.is_ok:
-            return False
-        modified = datetime.fromtimestamp(root.clip_path(dataset, row.item_id).stat().st_mtime, UTC)
-        return record.finished_at >= modified
+        at_us = records.ok_at_us.get(row.item_id)
+        return at_us is not None and at_us >= root.clip_path(dataset, row.item_id).stat().st_mtime_ns // 1000
 
-    return _split(eligible, {r.item_id: verified(r) for r in eligible}, {}, True)
+    return _split(eligible, {r.item_id for r in eligible if verified(r)}, set(), True)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +34,23 @@ from flows.devices import (
     unit_device,
 )
 from flows.exclusive import one_run_at_a_time
-from flows.plan import Plan, chunks, plan_acquire, plan_embed, plan_preprocess, plan_verify, spread
+from flows.plan import chunks, plan_acquire, plan_embed, plan_preprocess, plan_verify, spread
 from flows.progress import StageProgress, artifact_key
 from flows.scale_out import unit_runner
+from flows.settling import (
+    Settling,
+    acquire_settling,
+    embed_settling,
+    preprocess_settling,
+    verify_settling,
+)
+from flows.summary import StageSummary
 from store.atomic import sweep_stale_temps
 from store.layout import DataRoot
-from store.manifest import ManifestRow, canonical_row, merge_rows, read_manifest, write_manifest
+from store.manifest import ManifestRow, canonical_row, merge_rows, read_manifest, read_manifest_table, write_manifest
 from store.quarantine import quarantined
 from store.settings import Settings, load_settings
-from store.status import read_status
+from store.status import compact, read_status
 from verification.audio import Problem
 from verification.report import Checks, Target, dataset_report, shard_record_path, target_label, write_report
 from verification.shards import Expected, check_model_shards, old_space_problems
@@ -65,40 +72,6 @@ class SettingsThreadPool(ThreadPoolTaskRunner):
 
 
 RUNNER = SettingsThreadPool()
-
-
-@dataclass
-class StageSummary:
-    """What one stage run did for one dataset: the row of the table artifact and of the CLI summary."""
-
-    dataset: str
-    stage: str
-    items: int
-    done_before: int
-    worked: int
-    ok: int
-    failed: int
-    skipped_permanent: int
-    failures: dict[str, int]
-    extra: str = ""
-    verdict: str = ""
-    """verify's verdict (``ok`` or ``unexplained_failures``); empty for the other stages."""
-
-    @classmethod
-    def from_plan(cls, dataset: str, stage: str, plan: Plan, results: Sequence[work.UnitResult]) -> StageSummary:
-        records = [r for result in results for r in result.records]
-        failures: dict[str, int] = {}
-        for record in records:
-            if not record.is_ok:
-                failures[record.reason or "unknown"] = failures.get(record.reason or "unknown", 0) + 1
-        ok = sum(r.is_ok for r in records)
-        return cls(dataset, stage, plan.total, plan.done, len(records), ok, len(records) - ok, plan.skipped, failures)
-
-    def row(self) -> dict[str, Any]:
-        """The summary as one row of a table artifact, failures by reason in one cell."""
-        row = {k: v for k, v in asdict(self).items() if k != "failures"}
-        row["failures"] = ", ".join(f"{k}: {v}" for k, v in sorted(self.failures.items())) or "none"
-        return row
 
 
 def _context(root: str | None) -> tuple[DataRoot, Settings]:
@@ -184,6 +157,14 @@ def _run_units(stage: str, dataset: str, unit_task: Any, units: list[tuple], siz
     return results
 
 
+def _settle(records: Path, settling: Settling, before: dict[str, Any], summary: StageSummary,
+            results: Sequence[work.UnitResult], own: Iterable[Path] = ()) -> None:
+    """End a stage run: fold its records into the compacted index, then stamp the stage as settled when it left
+    nothing to retry (:mod:`flows.settling`); both under the stage's lock, after the last record is written."""
+    compact(records)
+    settling.settle(before, summary, (r for result in results for r in result.records), list(own))
+
+
 # Each unit task takes a ``label`` only to name its run in the UI ("embed-fma-3-of-12").
 UNIT_TASK = {"task_run_name": "{label}", "cache_policy": NO_CACHE}
 
@@ -260,13 +241,13 @@ def catalog(dataset: str, options: dict[str, Any] | None = None, limit: int | No
     with one_run_at_a_time(data_root, "catalog", dataset):
         _sweep(data_root, dataset)
         ctx = SourceContext(data_root, settings, options or {}, limit)
-        existing = read_manifest(data_root.manifest(dataset))
+        existing = read_manifest_table(data_root.manifest(dataset))
         update = merge_rows(existing, map(canonical_row, source.catalog(ctx)))
-        if not update.rows:
+        if not update.table.num_rows:
             raise _empty_catalog(data_root, dataset, limit)
         if update.dirty:
-            write_manifest(data_root.manifest(dataset), update.rows)
-    summary = StageSummary(dataset, "catalog", len(update.rows), len(existing), update.added + update.changed,
+            write_manifest(data_root.manifest(dataset), update.table)
+    summary = StageSummary(dataset, "catalog", update.table.num_rows, existing.num_rows, update.added + update.changed,
                            update.added + update.changed, 0, 0, {},
                            extra=f"{update.added} added, {update.changed} changed")
     return _publish(summary, data_root)
@@ -280,13 +261,19 @@ def acquire(dataset: str, options: dict[str, Any] | None = None, force: bool = F
     source = get_source(dataset)
     with one_run_at_a_time(data_root, "acquire", dataset):
         _sweep(data_root, dataset)
-        plan = plan_acquire(_manifest(data_root, dataset), data_root, source, force=force)
+        settling = acquire_settling(data_root, dataset, options or {})
+        before = settling.before()
+        rows = _manifest(data_root, dataset)
+        plan = plan_acquire(rows, data_root, source, force=force)
         ctx = SourceContext(data_root, settings, options or {})
         units = chunks(plan.todo, settings.unit_size)
         with unit_runner(dask, dask_address, settings.workers) as runner:
             results = _run_units("acquire", dataset, acquire_task, [(u, ctx) for u in units],
                                  [len(u) for u in units], runner)
-    return _publish(StageSummary.from_plan(dataset, "acquire", plan, results), data_root)
+        summary = StageSummary.from_plan(dataset, "acquire", plan, results)
+        _settle(data_root.status_dir("acquire", dataset), settling, before, summary, results,
+                own={source.audio_path(row, data_root).parent for row in rows})
+    return _publish(summary, data_root)
 
 
 @flow(name="preprocess", flow_run_name="preprocess-{dataset}", task_runner=RUNNER)
@@ -296,15 +283,18 @@ def preprocess(dataset: str, force: bool = False, root: str | None = None, dask:
     data_root, settings = _context(root)
     with one_run_at_a_time(data_root, "preprocess", dataset):
         _sweep(data_root, dataset)
+        settling = preprocess_settling(data_root, dataset)
+        before = settling.before()
         plan = plan_preprocess(_manifest(data_root, dataset), data_root, dataset, force=force)
         units = spread(plan.todo, settings.unit_size, settings.workers)
         adopted = [adopt_task(plan.adopt, data_root, label=f"adopt-clips-{dataset}")] if plan.adopt else []
         with unit_runner(dask, dask_address, settings.workers) as runner:
             results = adopted + _run_units("preprocess", dataset, preprocess_task,
                                            [(u, data_root, settings) for u in units], [len(u) for u in units], runner)
-    summary = StageSummary.from_plan(dataset, "preprocess", plan, results)
-    if plan.adopt:
-        summary.extra = f"{len(plan.adopt)} clip(s) kept from an interrupted run or a lost record"
+        summary = StageSummary.from_plan(dataset, "preprocess", plan, results)
+        if plan.adopt:
+            summary.extra = f"{len(plan.adopt)} clip(s) kept from an interrupted run or a lost record"
+        _settle(data_root.status_dir("preprocess", dataset), settling, before, summary, results)
     return _publish(summary, data_root)
 
 
@@ -336,6 +326,8 @@ def embed(dataset: str, model: str = "dsp", force: bool = False, root: str | Non
         check_weights(model, weights)
     with one_run_at_a_time(data_root, f"embed-{model}", dataset):
         _sweep(data_root, dataset)
+        settling = embed_settling(data_root, dataset, model, spec.space)
+        before = settling.before()
         plan = plan_embed(_manifest(data_root, dataset), data_root, dataset, model, spec.space, force=force)
         units = chunks([r.item_id for r in plan.todo], settings.unit_size)
         unit_device = devices[0] if len(devices) == 1 else None
@@ -349,8 +341,9 @@ def embed(dataset: str, model: str = "dsp", force: bool = False, root: str | Non
             runner_context = unit_runner(dask, dask_address, settings.workers)
         with runner_context as runner:
             results = _run_units(f"embed-{model}", dataset, embed_task, args, sizes, runner)
-    summary = StageSummary.from_plan(dataset, f"embed:{model}", plan, results)
-    summary.extra = f"{sum(r.shard is not None for r in results)} new shard(s)"
+        summary = StageSummary.from_plan(dataset, f"embed:{model}", plan, results)
+        summary.extra = f"{sum(r.shard is not None for r in results)} new shard(s)"
+        _settle(data_root.embed_status_dir(model, dataset, spec.space), settling, before, summary, results)
     return _publish(summary, data_root)
 
 
@@ -369,6 +362,8 @@ def verify(dataset: str, models: list[str] | None = None, root: str | None = Non
     re-embeds them."""
     data_root, settings = _context(root)
     with one_run_at_a_time(data_root, "verify", dataset):
+        settling = verify_settling(data_root, dataset, models, settings)
+        before = settling.before()
         rows = _manifest(data_root, dataset)
         plan = plan_verify(rows, data_root, dataset)
         units = chunks(plan.todo, settings.unit_size)
@@ -391,12 +386,14 @@ def verify(dataset: str, models: list[str] | None = None, root: str | None = Non
         )
         report = dataset_report(data_root, dataset, targets=current, checks=checks)
         json_path, md_path = write_report(data_root, report)
-    summary = StageSummary.from_plan(dataset, "verify", plan, results)
-    shard_problems = sum(len(c.problems) for c in checks.shards.values())
+        summary = StageSummary.from_plan(dataset, "verify", plan, results)
+        shard_problems = sum(len(c.problems) for c in checks.shards.values())
+        summary.extra = f"verdict {report.verdict}; report {md_path}; {shard_problems} shard problem(s)"
+        summary.verdict = report.verdict
+        _settle(data_root.status_dir("verify", dataset), settling, before, summary, results)
     trusted = sum(c.trusted_shards for c in checks.shards.values())
-    trusted_note = f"; {trusted} unchanged shard(s) trusted from an earlier verify" if trusted else ""
-    summary.extra = f"verdict {report.verdict}; report {md_path}; {shard_problems} shard problem(s){trusted_note}"
-    summary.verdict = report.verdict
+    if trusted:
+        summary.extra += f"; {trusted} unchanged shard(s) trusted from an earlier verify"
     if FlowRunContext.get() is not None:
         create_markdown_artifact(md_path.read_text(), key=artifact_key(dataset, "verification-report"),
                                  description=f"verification report of {dataset}")

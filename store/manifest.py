@@ -6,13 +6,15 @@ Parquet reader can use it without our code.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from store.atomic import atomic_path
@@ -71,7 +73,9 @@ class ManifestRow:
 
 @dataclass
 class ManifestUpdate:
-    rows: list[ManifestRow] = field(default_factory=list)
+    """A catalog merged into a manifest: the new table, and how many of its rows are new or changed."""
+
+    table: pa.Table
     added: int = 0
     changed: int = 0
 
@@ -126,35 +130,73 @@ def canonical_row(row: ManifestRow) -> ManifestRow:
     return replace(row, split=split, held_out=row.held_out or split == HELD_OUT_SPLIT)
 
 
+def read_manifest_table(path: Path) -> pa.Table:
+    """A manifest as an Arrow table, empty when there is none or it was damaged (then set aside, as
+    :func:`read_manifest` says); legacy rows without ``group`` get it here, so the table is always current."""
+    if not path.exists():
+        return SCHEMA.empty_table()
+    table = skip_damaged(path, lambda p: read_parquet(p, SCHEMA))
+    if table is None:
+        return SCHEMA.empty_table()
+    return rows_to_table(table_to_rows(table)) if table.column("group").null_count else table
+
+
 def read_manifest(path: Path) -> list[ManifestRow]:
     """Rows of a manifest, or ``[]`` when the dataset has not been catalogued yet or its manifest was damaged:
     that one is set aside (:mod:`store.quarantine`) and the next catalog rebuilds it from the source."""
+    return table_to_rows(read_manifest_table(path))
+
+
+def manifest_ids(path: Path) -> list[str]:
+    """The item ids of a manifest, reading that one column only."""
     if not path.exists():
         return []
-    return skip_damaged(path, lambda p: table_to_rows(read_parquet(p, SCHEMA))) or []
+    table = skip_damaged(path, lambda p: pq.read_table(p, columns=["item_id"]))
+    return table.column("item_id").to_pylist() if table is not None else []
 
 
-def write_manifest(path: Path, rows: Iterable[ManifestRow]) -> None:
-    table = rows_to_table(rows)
+def write_manifest(path: Path, rows: Iterable[ManifestRow] | pa.Table) -> None:
+    table = rows if isinstance(rows, pa.Table) else rows_to_table(rows)
     with atomic_path(path) as temp:
         pq.write_table(table, temp, compression="zstd")
 
 
-def merge_rows(existing: list[ManifestRow], incoming: Iterable[ManifestRow]) -> ManifestUpdate:
-    """New rows are appended and changed rows replaced, in first-seen order; nothing is ever dropped.
+MERGE_BATCH = 10_000
 
-    Keeping rows that a source no longer lists is deliberate: their clips and embeddings stay valid.
+
+def merge_rows(existing: pa.Table, incoming: Iterable[ManifestRow]) -> ManifestUpdate:
+    """New rows are appended and changed rows replaced in place, in first-seen order; nothing is ever dropped.
+
+    Streaming: ``incoming`` is read in batches, each looked up in the existing table's ids by Arrow, and only the
+    existing rows it names become Python objects to compare; the rest of the manifest stays columnar. Keeping rows
+    that a source no longer lists is deliberate: their clips and embeddings stay valid.
     """
-    by_id = {row.item_id: row for row in existing}
-    order = [row.item_id for row in existing]
-    update = ManifestUpdate()
-    for row in incoming:
-        old = by_id.get(row.item_id)
-        if old is None:
-            order.append(row.item_id)
-            update.added += 1
-        elif old != row:
-            update.changed += 1
-        by_id[row.item_id] = row
-    update.rows = [by_id[item_id] for item_id in order]
-    return update
+    ids = existing.column("item_id").combine_chunks()
+    latest: dict[int, ManifestRow] = {}
+    original: dict[int, ManifestRow] = {}
+    appended: dict[str, ManifestRow] = {}
+    rows = iter(incoming)
+    while batch := list(itertools.islice(rows, MERGE_BATCH)):
+        positions = pc.index_in(pa.array([row.item_id for row in batch], pa.string()), value_set=ids).to_pylist()
+        found = sorted({p for p in positions if p is not None} - original.keys())
+        if found:
+            original.update(zip(found, table_to_rows(existing.take(pa.array(found, pa.int64()))), strict=True))
+        for row, position in zip(batch, positions, strict=True):
+            if position is None:
+                appended[row.item_id] = row
+            else:
+                latest[position] = row
+    replaced = {position: row for position, row in latest.items() if row != original[position]}
+    if not (appended or replaced):
+        return ManifestUpdate(existing)
+    return ManifestUpdate(_rebuilt(existing, replaced, list(appended.values())), len(appended), len(replaced))
+
+
+def _rebuilt(existing: pa.Table, replaced: dict[int, ManifestRow], appended: list[ManifestRow]) -> pa.Table:
+    """``existing`` with the rows at ``replaced``'s positions swapped in place and ``appended`` after them."""
+    pieces, start = [], 0
+    for position in sorted(replaced):
+        pieces += [existing.slice(start, position - start), rows_to_table([replaced[position]])]
+        start = position + 1
+    pieces += [existing.slice(start), rows_to_table(appended)]
+    return pa.concat_tables(piece.cast(SCHEMA) for piece in pieces).combine_chunks()

@@ -1,23 +1,32 @@
-"""Per-item outcomes of each stage, one Parquet file per work unit.
+"""Per-item outcomes of each stage: one Parquet file per work unit, folded into a compacted index.
 
 A stage asks these records (and its outputs) what is already done before working. Failures carry a
 class: ``transient`` ones are retried by the next run, ``permanent`` ones are skipped until forced.
+
+Workers write one ``unit-*.parquet`` per unit, never touching another's file, so any number can write at once
+(threads, processes, Dask workers on other hosts). A run folds them into ``compacted-<time>.parquet`` (the latest
+record of every item, and the names of the unit files it covers) once enough have piled up, so planning reads
+one index and a few unit files instead of one file per 100 items. The previous index stays as a fallback
+until the next compaction: a damaged newest index is set aside and the one before it, with the unit files it
+did not cover (all still on disk), gives the same records.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from store.atomic import atomic_path
+from store.atomic import atomic_path, locked
 from store.quarantine import read_parquet, skip_damaged
 
 
@@ -103,22 +112,138 @@ def write_status(directory: Path, unit: str, records: list[StatusRecord], code_v
     return target
 
 
-def read_status(directory: Path) -> dict[str, StatusRecord]:
-    """The latest record of every item that a stage has seen.
+UNIT_PREFIX = "unit-"
+INDEX_PREFIX = "compacted-"
+COVERS_KEY = b"musictext.covers"
+COMPACT_AFTER = 64
+"""Unit files left outside the index before a run folds them in: planning reads at most about this many small
+files beside the index, and a compaction (which rewrites the index) happens once per this many units."""
+READ_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class _Index:
+    """A compacted index: the latest record of every item of the unit files it ``covers`` (their names)."""
+
+    table: pa.Table
+    covers: frozenset[str]
+
+
+def _read_index(path: Path) -> _Index:
+    covers = json.loads((pq.read_schema(path).metadata or {}).get(COVERS_KEY, b"[]"))
+    return _Index(read_parquet(path, SCHEMA), frozenset(covers))
+
+
+def _newest_index(directory: Path, names: list[str]) -> tuple[str | None, _Index | None]:
+    """The newest index that reads, setting damaged ones aside (:mod:`store.quarantine`) and falling back."""
+    for name in sorted((n for n in names if n.startswith(INDEX_PREFIX)), reverse=True):
+        index = skip_damaged(directory / name, _read_index)
+        if index is not None:
+            return name, index
+    return None, None
+
+
+def _listing(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir()) if directory.exists() else []
+
+
+def _latest(table: pa.Table) -> pa.Table:
+    """One row per item: its newest by ``finished_at``, the later-read row on a tie (rows come oldest file first)."""
+    if table.num_rows == 0:
+        return table
+    order = table.append_column("_order", pa.array(np.arange(table.num_rows)))
+    ranked = order.sort_by([("item_id", "ascending"), ("finished_at", "ascending"), ("_order", "ascending")])
+    ids = ranked.column("item_id").combine_chunks()
+    last = pc.not_equal(ids.slice(0, len(ids) - 1), ids.slice(1)).to_numpy(zero_copy_only=False)
+    return ranked.filter(pa.array(np.append(last, True))).drop_columns(["_order"])
+
+
+def _read_once(directory: Path) -> pa.Table:
+    names = _listing(directory)
+    _, index = _newest_index(directory, names)
+    covered = index.covers if index else frozenset()
+    units = [directory / n for n in names if n.startswith(UNIT_PREFIX) and n.endswith(".parquet") and n not in covered]
+    read = lambda path: read_parquet(path, SCHEMA)  # noqa: E731
+    tables = ([index.table] if index else []) + [t for t in (skip_damaged(u, read) for u in units) if t is not None]
+    return _latest(pa.concat_tables(tables)) if tables else SCHEMA.empty_table()
+
+
+def read_status_table(directory: Path) -> pa.Table:
+    """The latest record of every item a stage has seen, as an Arrow table (one row per item).
 
     A damaged unit file is set aside (:mod:`store.quarantine`) and the others are read: its items become
-    unseen, so the stage plans them again, and what they produced still counts as done.
+    unseen, so the stage plans them again, and what they produced still counts as done. A file that a
+    concurrent compaction removed between listing and reading makes the read start over (the index that
+    replaced it holds its records).
     """
-    files = sorted(directory.glob("unit-*.parquet")) if directory.exists() else []
-    read = functools.partial(read_parquet, schema=SCHEMA)
-    tables = [table for table in (skip_damaged(f, read) for f in files) if table is not None]
-    if not tables:
-        return {}
-    table = pa.concat_tables(tables)
-    latest: dict[str, StatusRecord] = {}
-    for record in table.sort_by("finished_at").to_pylist():
-        latest[record["item_id"]] = StatusRecord(**record)
-    return latest
+    for _ in range(READ_ATTEMPTS - 1):
+        try:
+            return _read_once(directory)
+        except FileNotFoundError:
+            continue
+    return _read_once(directory)
+
+
+def read_status(directory: Path) -> dict[str, StatusRecord]:
+    """:func:`read_status_table` as records by item id, for callers that need whole records of few items."""
+    return {record["item_id"]: StatusRecord(**record) for record in read_status_table(directory).to_pylist()}
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What planning needs of a stage's records, without a Python object per record: the ids whose latest record
+    is ok, those that failed permanently, and when each ok record was written (microseconds since the epoch)."""
+
+    ok: set[str]
+    permanent: set[str]
+    ok_at_us: dict[str, int]
+
+
+def seen(directory: Path, *, with_times: bool = False) -> Seen:
+    """The :class:`Seen` of ``directory``; ``with_times`` adds the ok records' times (verify compares them with
+    clips')."""
+    table = read_status_table(directory)
+    is_ok = pc.equal(table.column("outcome"), Outcome.OK.value)
+    ok = table.filter(is_ok)
+    permanent = table.filter(pc.and_(pc.invert(is_ok),
+                                     pc.equal(table.column("failure_class"), FailureClass.PERMANENT.value)))
+    ok_ids = ok.column("item_id").to_pylist()
+    times = ok.column("finished_at").cast(pa.int64()).to_pylist() if with_times else []
+    return Seen(set(ok_ids), set(permanent.column("item_id").to_pylist()), dict(zip(ok_ids, times, strict=False)))
+
+
+def compact(directory: Path, *, after: int = COMPACT_AFTER) -> Path | None:
+    """Fold the unit files outside the newest index into a new one when there are at least ``after`` of them.
+
+    Safe beside writers (they only add unit files; one written meanwhile is simply left for the next
+    compaction) and readers (:func:`read_status_table` starts over when a file it listed is gone), and under
+    SIGKILL at any point: the new index appears by rename, and only files that two indexes cover are deleted,
+    after it exists. Compactions of one directory take turns on a lock file beside the records.
+    """
+    if not directory.is_dir():
+        return None
+    with locked(directory / "compaction"):
+        names = _listing(directory)
+        base_name, base = _newest_index(directory, names)
+        covered = base.covers if base else frozenset()
+        units = [n for n in names if n.startswith(UNIT_PREFIX) and n.endswith(".parquet") and n not in covered]
+        if len(units) < after:
+            return None
+        read = lambda path: read_parquet(path, SCHEMA)  # noqa: E731
+        tables = ([base.table] if base else []) + [t for t in (skip_damaged(directory / u, read) for u in units)
+                                                   if t is not None]
+        covers = sorted(covered | set(units))
+        table = _latest(pa.concat_tables(tables))
+        table = table.replace_schema_metadata({COVERS_KEY: json.dumps(covers).encode()})
+        target = directory / f"{INDEX_PREFIX}{_now():%Y%m%dT%H%M%S%f}.parquet"
+        with atomic_path(target) as temp:
+            pq.write_table(table, temp, compression="zstd")
+        for name in covered:  # now in two indexes: the previous one (kept as the fallback) and the new one
+            (directory / name).unlink(missing_ok=True)
+        for name in names:
+            if name.startswith(INDEX_PREFIX) and name != base_name:
+                (directory / name).unlink(missing_ok=True)
+        return target
 
 
 class ItemFailure(Exception):

@@ -16,9 +16,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from store import manifest
 from store.atomic import atomic_path, sweep_stale_temps, temp_path_for, write_text_atomic
 from store.layout import DataRoot, item_key, make_item_id
-from store.manifest import SCHEMA, ManifestRow, canonical_row, merge_rows, read_manifest, write_manifest
+from store.manifest import (
+    SCHEMA,
+    ManifestRow,
+    canonical_row,
+    merge_rows,
+    read_manifest,
+    rows_to_table,
+    table_to_rows,
+    write_manifest,
+)
 from store.quarantine import DamagedFileError, is_damage, quarantined, set_aside
 from store.settings import load_settings
 from store.shards import ShardAttributes, ShardWriter, embedded_ids, iter_shards, open_shard, shard_paths
@@ -104,11 +114,22 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
 
 
 def test_merge_keeps_old_rows_and_counts_changes() -> None:
-    old = [_row("a"), _row("b")]
-    update = merge_rows(old, [_row("b", split="train"), _row("c")])
-    assert [r.item_id for r in update.rows] == ["d:a", "d:b", "d:c"]
-    assert (update.added, update.changed) == (1, 1)
-    assert not merge_rows(old, old).dirty
+    old = rows_to_table([_row("a"), _row("b"), _row("e")])
+    update = merge_rows(old, [_row("b", split="train"), _row("c"), _row("e", split="val"), _row("e")])
+    assert table_to_rows(update.table) == [_row("a"), _row("b", split="train"), _row("e"), _row("c")]
+    assert (update.added, update.changed) == (1, 1), "a row changed and changed back again is unchanged"
+    assert not merge_rows(old, table_to_rows(old)).dirty
+
+
+def test_merge_streams_a_large_catalog_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(manifest, "MERGE_BATCH", 3)
+    old = rows_to_table([_row(str(i)) for i in range(10)])
+    incoming = (_row(str(i), split="test" if i % 4 == 0 else None) for i in range(5, 17))
+    update = merge_rows(old, incoming)
+    merged = table_to_rows(update.table)
+    assert [r.item_id for r in merged] == [f"d:{i}" for i in range(17)]
+    assert (update.added, update.changed) == (7, 1)
+    assert [r.item_id for r in merged if r.split == "test"] == ["d:8", "d:12", "d:16"]
 
 
 def test_status_latest_record_wins(tmp_path: Path) -> None:

@@ -1,0 +1,99 @@
+"""Settled stages: what a stage run left with nothing to do, and what it read to know it.
+
+Planning asks every item of the corpus what is done (records, clips, shards): work that grows with the corpus
+even when nothing is new. So a stage run that leaves nothing to do writes a stamp,
+``settled/<stage>/<dataset>/<key>.json``, holding a digest of its inputs (settings, options, models, code
+version) and the state of every file and folder its planning read: the manifest, the status folders, the
+folders of its outputs. A folder's state changes whenever an entry is added, removed or renamed in it, and
+everything here publishes by rename (:mod:`store.atomic`), so an unchanged state means unchanged contents. A
+later run that finds the same digest and states skips the stage without planning; any difference (a new
+manifest row, a deleted clip, a record of another run, a changed setting) and it plans as before.
+
+The inputs' states are taken *before* the run plans, and only the folders the stage itself writes (under its
+lock) after it has worked: a change another process makes while the run works is never folded into the stamp.
+A stamp that is missing, damaged or of another format counts as "not settled": it only ever costs a full plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from store import __version__
+from store.atomic import write_text_atomic
+from store.layout import DataRoot
+from store.names import check_name
+
+FORMAT = 1
+
+
+def file_state(path: Path) -> list[int] | None:
+    """What changes when ``path``'s contents change by rename: its inode and its mtime (a folder's changes with
+    every entry added, removed or renamed in it); ``None`` for a path that does not exist."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return [info.st_ino, info.st_mtime_ns, info.st_size if not os.path.isdir(path) else 0]
+
+
+def states(paths: Iterable[Path]) -> dict[str, list[int] | None]:
+    return {str(path): file_state(path) for path in sorted(set(paths))}
+
+
+def digest(inputs: dict[str, Any]) -> str:
+    """A digest of a stage's inputs, with the code version: a new version plans once before it trusts a stamp."""
+    text = json.dumps({"version": __version__, **inputs}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """A settled stage: its inputs' digest, the states of what it read, and the counts to show for it."""
+
+    inputs: str
+    watched: dict[str, list[int] | None]
+    summary: dict[str, Any]
+
+    def holds(self, inputs: str) -> bool:
+        """Whether nothing the stage reads has changed since the stamp was written."""
+        return self.inputs == inputs and all(file_state(Path(path)) == state for path, state in self.watched.items())
+
+
+def stamp_path(root: DataRoot, stage: str, dataset: str, key: str = "all") -> Path:
+    """``settled/<stage>/<dataset>/<key>.json``; ``key`` tells apart the runs of one stage on one dataset that plan
+    differently (the embed of each model, the verify of each set of models)."""
+    names = (check_name(stage, "stage"), check_name(dataset, "dataset"))
+    return root.path.joinpath("settled", *names, f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.json")
+
+
+def read_stamp(path: Path) -> Stamp | None:
+    """The stamp at ``path``, or ``None`` when there is none or it cannot be read (then the stage plans)."""
+    try:
+        data = json.loads(path.read_bytes())
+        if data.get("format") != FORMAT:
+            return None
+        return Stamp(data["inputs"], data["watched"], data["summary"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def settled(path: Path, inputs: str) -> dict[str, Any] | None:
+    """The counts a settled stage recorded, when its stamp at ``path`` still holds for ``inputs``; else ``None``."""
+    stamp = read_stamp(path)
+    return stamp.summary if stamp is not None and stamp.holds(inputs) else None
+
+
+def record(path: Path, inputs: str, watched: dict[str, list[int] | None], summary: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps({"format": FORMAT, "inputs": inputs, "watched": watched, "summary": summary},
+                                       sort_keys=True, default=str))
+
+
+def forget(path: Path) -> None:
+    """Drop a stamp: the stage's next run plans in full."""
+    path.unlink(missing_ok=True)
