@@ -7,6 +7,11 @@ twins and the seed baselines on the test split, or on every item of a benchmark 
 report. Both publish what the UI needs: a progress artifact while training, the loss and validation-metric
 curve as a table, the report as Markdown; the training artifacts say where each step's curves are (TensorBoard
 by default, :mod:`training.tracking`) and how to open them.
+
+A run with ``devices`` > 1 (an option, as ``--devices`` gives it) is trained by that many processes that
+:mod:`training.launch` starts and the flow waits for; its progress artifact then moves only when the run ends.
+Under a launcher (``torchrun``, ``accelerate launch``) every process is already one of them, and
+:func:`train_here` trains without a flow.
 """
 
 from __future__ import annotations
@@ -33,8 +38,10 @@ from store.errors import InvalidInputError
 from store.layout import DataRoot
 from store.settings import load_settings
 from training.config import TrainConfig
+from training.distributed import is_main_process, launched_processes
 from training.evaluate import evaluate_runs, run_config
 from training.evaluate_on import evaluate_on
+from training.launch import check_devices, train_in_processes
 from training.tracking import locations, parse_trackers, require_packages
 from training.trainer import StepReport, TrainResult
 from training.trainer import train as train_run
@@ -69,8 +76,9 @@ def train(model: str = "dsp", datasets: list[str] | None = None, run_id: str | N
     """Train text embedders into ``model``'s space on ``datasets``, one run per head in ``heads``.
 
     ``options`` are further :class:`training.config.TrainConfig` fields (epochs, batch_size, lr,
-    freeze_encoder, device, …); ``trackers`` takes what ``--tracker`` does (``["wandb"]`` adds W&B to
-    TensorBoard, ``["none"]`` turns tracking off). ``stage2_mse_weight > 0`` continues each run with stage 2
+    freeze_encoder, device, …); ``devices`` (``{"devices": 4}``) trains each run data-parallel on that many GPUs;
+    ``trackers`` takes what ``--tracker`` does (``["wandb"]`` adds W&B to TensorBoard, ``["none"]`` turns
+    tracking off). ``stage2_mse_weight > 0`` continues each run with stage 2
     (InfoNCE plus that weight × squared distance to the audio vector).
     """
     data_root = DataRoot(load_settings(root=root).root)
@@ -107,7 +115,25 @@ def train_configs(model: str = "dsp", datasets: list[str] | None = None, run_id:
             configs.append(TrainConfig(**{**stage1.to_json(), "run_id": stage1.run_id + STAGE2_SUFFIX, "stage": 2,
                                           "mse_weight": stage2_mse_weight, "init_from": stage1.run_id}))
     require_packages(configs[0].trackers)
+    if launched_processes() == 1:  # a launcher's processes may span machines: it counted them
+        check_devices(configs[0])
     return configs
+
+
+def train_here(model: str = "dsp", datasets: list[str] | None = None, run_id: str | None = None,
+               heads: list[str] | None = None, stage2_mse_weight: float = 0.0, root: str | None = None,
+               options: dict[str, Any] | None = None) -> list[RunSummary]:
+    """What :func:`train` trains, in this process as one of those a launcher started (``torchrun``, ``accelerate
+    launch``); every process calls it and they train each run together. ``devices`` is the launcher's number of
+    processes: an option that says another is refused."""
+    world = launched_processes()
+    options = dict(options or {})
+    if options.setdefault("devices", world) != world:
+        raise InvalidInputError(f"--devices {options['devices']} under a launcher that started {world} processes; "
+                                "leave --devices out, the launcher decides")
+    configs = train_configs(model, datasets, run_id, heads, stage2_mse_weight, options)
+    data_root = DataRoot(load_settings(root=root).root)
+    return [RunSummary(config, train_run(config, data_root, show_progress=is_main_process())) for config in configs]
 
 
 def _train_one(config: TrainConfig, root: DataRoot) -> RunSummary:
@@ -128,7 +154,8 @@ def _train_one(config: TrainConfig, root: DataRoot) -> RunSummary:
             logger.info("%s step %d/%d: loss %.4f, validation text→music R@10 %.3f", config.run_id, step.step,
                         step.max_steps, step.loss, step.metrics.get("t2m_R@10", float("nan")))
 
-    result: TrainResult = train_run(config, root, on_progress=report)
+    result: TrainResult = (train_run(config, root, on_progress=report) if config.devices == 1
+                           else train_in_processes(config, root))
     if progress is not None:
         update_progress_artifact(progress, progress=100.0)
     if in_flow:
