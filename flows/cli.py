@@ -274,7 +274,6 @@ def pipeline(dataset: Annotated[list[str] | None,
     """catalog → acquire → preprocess → embed → verify (→ train), for each dataset."""
     from downloaders import get_source
     from flows import pipeline as pipeline_flow
-    from flows.nothing_new import settled_run
 
     datasets = dataset or ["synthetic"]
     given = parse_options(option)
@@ -284,16 +283,10 @@ def pipeline(dataset: Annotated[list[str] | None,
         raise typer.BadParameter(f"no dataset of this run takes {', '.join(sorted(unused))}", param_hint="--option")
     check_models(model)
     root_path = data_root_of(root)
-    stages = chosen_stages(stage)
-    settled = None if force else settled_run(datasets, per_dataset, limit, model or ["dsp"],
-                                             stages or DEFAULT_STAGES, root_arg(root), whole_tracks=whole_tracks)
-    summaries = settled or run(pipeline_flow.pipeline, datasets, per_dataset, limit, model or ["dsp"], force,
-                               root_arg(root), stages=stages, dask=dask, dask_address=dask_address,
-                               hand_off=not in_process, whole_tracks=whole_tracks)
+    summaries = run(pipeline_flow.pipeline, datasets, per_dataset, limit, model or ["dsp"], force, root_arg(root),
+                    stages=chosen_stages(stage), dask=dask, dask_address=dask_address, hand_off=not in_process,
+                    whole_tracks=whole_tracks)
     print_summaries(summaries)
-    if settled:
-        out.print("Nothing new: every stage is settled since its last run, so no flow was started "
-                  "(`--force` plans every stage again).")
     out.print(f"\nData root: [bold]{root_path.path}[/]")
     for name in datasets:
         out.print(f"  {name}: manifest {root_path.manifest(name)}, clips {root_path.clip_dir(name)}/, "
