@@ -144,6 +144,19 @@ def test_a_resumed_epoch_reads_only_what_it_has_left() -> None:
     assert _flat(resumed.windows()) == _flat(list(sampler))[17 * 8:] == _flat(list(resumed))
 
 
+def test_shards_of_every_batch_make_the_whole_batches_and_read_only_their_rows() -> None:
+    """What each of several training processes takes: slice ``shard`` of each batch, from a resumed start too."""
+    blocks = np.arange(403) // 5
+    whole = list(EpochBatches(403, 8, seed=1, epoch=0, start=5, blocks=blocks))
+    shards = [EpochBatches(403, 8, seed=1, epoch=0, start=5, blocks=blocks, shard=shard, shards=4)
+              for shard in range(4)]
+    assert [_flat(parts) for parts in zip(*shards, strict=True)] == whole
+    assert all(len(batch) == 2 for sampler in shards for batch in sampler)
+    assert all(_flat(sampler.windows()) == _flat(list(sampler)) for sampler in shards)
+    with pytest.raises(ValueError, match="slice 0 of 3 equal slices of a batch of 8"):
+        EpochBatches(403, 8, seed=1, epoch=0, shards=3)
+
+
 @pytest.mark.parametrize("start", [0, 13])
 def test_the_loader_gives_the_samplers_batches_with_their_texts_and_vectors(dataset: PairDataset,
                                                                           start: int) -> None:
