@@ -7,18 +7,21 @@ one cluster serves every stage of the run (:mod:`flows.scale_out`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
+from embedders import embedder_spec
 from flows.handoff import EMBED_DEPLOYMENT, TRAIN_DEPLOYMENT, deployed, run_on_pool
+from flows.nothing_new import unless_settled
 from flows.progress import artifact_key
 from flows.scale_out import dask_cluster
-from flows.stage_names import DEFAULT_STAGES, STAGES
+from flows.settling import embed_settling, preprocess_settling, verify_settling
+from flows.stage_names import check_stages
 from flows.stages import RUNNER, StageSummary, embed, ingest, preprocess, verify
+from store.layout import DataRoot
 from store.settings import load_settings
 
 
@@ -29,15 +32,6 @@ def run_name(datasets: list[str] | None, models: list[str] | None) -> str:
 
 def _run_name() -> str:
     return run_name(flow_run.parameters.get("datasets"), flow_run.parameters.get("models"))
-
-
-def check_stages(stages: Sequence[str] | None) -> list[str]:
-    """``stages`` in pipeline order (default: all but training); unknown names raise."""
-    chosen = set(stages or DEFAULT_STAGES)
-    unknown = sorted(chosen - set(STAGES))
-    if unknown:
-        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STAGES)}")
-    return [stage for stage in STAGES if stage in chosen]
 
 
 @flow(name="pipeline", flow_run_name=_run_name, task_runner=RUNNER)
@@ -59,23 +53,28 @@ def pipeline(datasets: list[str] | None = None, options: dict[str, dict[str, Any
     chosen = check_stages(stages)
     embed_on_pool = hand_off and "embed" in chosen and deployed(EMBED_DEPLOYMENT)
     summaries: list[StageSummary] = []
-    with dask_cluster(dask, dask_address, load_settings(root=root).workers) as address:
+    settings = load_settings(root=root)
+    data_root = DataRoot(settings.root)
+    with dask_cluster(dask, dask_address, settings.workers) as address:
         units = {"dask_address": address}
         for dataset in datasets:
             if "ingest" in chosen:
                 summaries += ingest(dataset, (options or {}).get(dataset, {}), limit, force, root, **units,
                                     whole_tracks=whole_tracks)
             if "preprocess" in chosen:
-                summaries.append(preprocess(dataset, force, root, **units))
+                summaries.append(unless_settled(preprocess_settling(data_root, dataset), force,
+                                                lambda d=dataset: preprocess(d, force, root, **units)))
             if "embed" in chosen:
                 for model in models:
                     parameters = {"dataset": dataset, "model": model, "force": force, "root": root}
-                    summaries.append(
-                        run_on_pool(EMBED_DEPLOYMENT, parameters | {"dask_address": dask_address},
-                                    f"embed-{dataset}-{model}")
-                        if embed_on_pool else embed(**parameters, **units))
+                    summaries.append(unless_settled(
+                        embed_settling(data_root, dataset, model, embedder_spec(model).space), force,
+                        lambda p=parameters, m=model, d=dataset:
+                        run_on_pool(EMBED_DEPLOYMENT, p | {"dask_address": dask_address}, f"embed-{d}-{m}")
+                        if embed_on_pool else embed(**p, **units)))
             if "verify" in chosen:
-                summaries.append(verify(dataset, models, root, **units))
+                summaries.append(unless_settled(verify_settling(data_root, dataset, models, settings), False,
+                                                lambda d=dataset: verify(d, models, root, **units)))
     if "train" in chosen:
         summaries += [_train(model, datasets, root, train_options or {}, hand_off) for model in models]
     create_table_artifact([s.row() for s in summaries], key=artifact_key(run_name(datasets, models), "summary"),

@@ -422,6 +422,11 @@ def _expected(spec: EmbedderSpec) -> Expected:
 def ingest(dataset: str, options: dict[str, Any] | None = None, limit: int | None = None,
            force: bool = False, root: str | None = None, dask: bool = False,
            dask_address: str | None = None, whole_tracks: bool = False) -> list[StageSummary]:
-    """Catalog then acquire: what a scheduled incremental ingestion of one dataset runs."""
-    return [catalog(dataset, options, limit, root, whole_tracks),
-            acquire(dataset, options, force, root, dask=dask, dask_address=dask_address)]
+    """Catalog then acquire: what a scheduled incremental ingestion of one dataset runs. Acquire is skipped when
+    it is settled (:mod:`flows.nothing_new`): the catalog added nothing and no audio or record has changed."""
+    from flows.nothing_new import unless_settled
+
+    listed = catalog(dataset, options, limit, root, whole_tracks)
+    settling = acquire_settling(DataRoot(load_settings(root=root).root), dataset, options or {})
+    return [listed, unless_settled(settling, force, lambda: acquire(dataset, options, force, root, dask=dask,
+                                                                    dask_address=dask_address))]

@@ -1,0 +1,81 @@
+"""Whether a pipeline run has anything to do, asked before any flow starts.
+
+A run with nothing new should cost what nothing costs, not the corpus's size or Prefect's start-up: so the CLI
+asks each chosen stage whether it is settled (:mod:`flows.settling`) and looks for new catalog rows itself,
+without writing anything. When every stage is settled it prints their counts and starts no flow; otherwise the
+flows run as always, and each of them skips a stage that turns out settled.
+
+No Prefect here. The catalog is the one stage that must look at the source on every run (a schedule ingests
+what it has added): it is read and merged with the manifest in memory, and any difference, any error, means
+"run the flows", which catalog for real and report what they found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from downloaders import get_source
+from downloaders.base import SourceContext
+from embedders import embedder_spec
+from flows.settling import Settling, acquire_settling, embed_settling, preprocess_settling, verify_settling
+from flows.summary import StageSummary
+from store.layout import DataRoot
+from store.manifest import canonical_row, merge_rows, read_manifest_table
+from store.settings import Settings, load_settings
+
+
+def catalog_unchanged(root: DataRoot, settings: Settings, dataset: str, options: dict[str, Any],
+                      limit: int | None) -> StageSummary | None:
+    """The catalog's summary when reading the source again adds and changes no row of the manifest; else
+    ``None`` (and ``None`` when the source cannot be read now: the flow will say why)."""
+    if not root.manifest(dataset).exists():
+        return None
+    source = get_source(dataset)
+    try:
+        source.check_options(options)
+        existing = read_manifest_table(root.manifest(dataset))
+        update = merge_rows(existing, map(canonical_row, source.catalog(SourceContext(root, settings, options,
+                                                                                      limit))))
+    except Exception:  # whatever it is, the catalog flow meets it again and reports it properly
+        return None
+    if update.dirty or not existing.num_rows:
+        return None
+    rows = existing.num_rows
+    return StageSummary(dataset, "catalog", rows, rows, 0, 0, 0, 0, {}, "0 added, 0 changed; nothing new")
+
+
+def settled_run(datasets: Sequence[str], options: dict[str, dict[str, Any]], limit: int | None,
+                models: Sequence[str], stages: Sequence[str], root: str | None, *,
+                whole_tracks: bool = False) -> list[StageSummary] | None:
+    """The summaries of a pipeline run over ``stages`` that would work nothing, or ``None`` as soon as one stage
+    has something to do (or training is asked for: a training run is never a no-op)."""
+    if "train" in stages:
+        return None
+    settings = load_settings(root=root, clip_s=0.0 if whole_tracks else None)
+    data_root = DataRoot(settings.root)
+    checks: list[Callable[[], StageSummary | None]] = []
+    for dataset in datasets:
+        if "ingest" in stages:
+            checks += [lambda d=dataset: catalog_unchanged(data_root, settings, d, options.get(d, {}), limit),
+                       acquire_settling(data_root, dataset, options.get(dataset, {})).settled]
+        if "preprocess" in stages:
+            checks.append(preprocess_settling(data_root, dataset).settled)
+        if "embed" in stages:
+            checks += [embed_settling(data_root, dataset, model, embedder_spec(model).space).settled
+                       for model in models]
+        if "verify" in stages:
+            checks.append(verify_settling(data_root, dataset, list(models), settings).settled)
+    summaries = []
+    for check in checks:
+        summary = check()
+        if summary is None:
+            return None
+        summaries.append(summary)
+    return summaries
+
+
+def unless_settled(settling: Settling, force: bool, run: Callable[[], StageSummary]) -> StageSummary:
+    """``run()``, unless the stage is settled (and not forced): then its counts, without starting its flow."""
+    found = None if force else settling.settled()
+    return found if found is not None else run()
