@@ -26,7 +26,7 @@ from flows.export_cli import export_run
 from flows.index_cli import index_app
 from flows.progress import console as errors
 from flows.serve_cli import serve
-from flows.stage_names import STAGES
+from flows.stage_names import DEFAULT_STAGES, STAGES, check_stages
 from store.errors import UserError
 from store.names import check_name
 
@@ -133,6 +133,13 @@ def prefect_mode() -> Iterator[None]:
         yield
 
 
+def load_pipeline_flow() -> Any:
+    """The pipeline flow, imported only when a run needs it: the import loads Prefect."""
+    from flows.pipeline import pipeline as flow
+
+    return flow
+
+
 def run(flow_call: Any, *args: Any, **kwargs: Any) -> Any:
     """``flow_call(*args, **kwargs)`` in the Prefect mode of :func:`prefect_mode`. Check the user's input before
     calling it: a mistake found inside a flow costs Prefect's start-up and its failed-run log lines."""
@@ -161,10 +168,8 @@ def exit_on_problems(summaries: list[StageSummary]) -> None:
 
 def chosen_stages(stages: list[str] | None) -> list[str] | None:
     """``--stage`` values in pipeline order, None when none were given (the pipeline's default)."""
-    from flows import pipeline as pipeline_flow
-
     try:
-        return pipeline_flow.check_stages(stages) if stages else None
+        return check_stages(stages) if stages else None
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--stage") from None
 
@@ -273,7 +278,7 @@ def pipeline(dataset: Annotated[list[str] | None,
              = False, whole_tracks: WholeTracksOption = False) -> None:
     """catalog → acquire → preprocess → embed → verify (→ train), for each dataset."""
     from downloaders import get_source
-    from flows import pipeline as pipeline_flow
+    from flows.nothing_new import settled_run
 
     datasets = dataset or ["synthetic"]
     given = parse_options(option)
@@ -283,10 +288,16 @@ def pipeline(dataset: Annotated[list[str] | None,
         raise typer.BadParameter(f"no dataset of this run takes {', '.join(sorted(unused))}", param_hint="--option")
     check_models(model)
     root_path = data_root_of(root)
-    summaries = run(pipeline_flow.pipeline, datasets, per_dataset, limit, model or ["dsp"], force, root_arg(root),
-                    stages=chosen_stages(stage), dask=dask, dask_address=dask_address, hand_off=not in_process,
-                    whole_tracks=whole_tracks)
+    stages = chosen_stages(stage)
+    settled = None if force else settled_run(datasets, per_dataset, limit, model or ["dsp"],
+                                             stages or DEFAULT_STAGES, root_arg(root), whole_tracks=whole_tracks)
+    summaries = settled or run(load_pipeline_flow(), datasets, per_dataset, limit, model or ["dsp"], force,
+                               root_arg(root), stages=stages, dask=dask, dask_address=dask_address,
+                               hand_off=not in_process, whole_tracks=whole_tracks)
     print_summaries(summaries)
+    if settled:
+        out.print("Nothing new: every stage is settled since its last run, so no flow was started "
+                  "(`--force` plans every stage again).")
     out.print(f"\nData root: [bold]{root_path.path}[/]")
     for name in datasets:
         out.print(f"  {name}: manifest {root_path.manifest(name)}, clips {root_path.clip_dir(name)}/, "
