@@ -6,8 +6,8 @@ without writing anything. When every stage is settled it prints their counts and
 flows run as always, and each of them skips a stage that turns out settled.
 
 No Prefect here. The catalog is the one stage that must look at the source on every run (a schedule ingests
-what it has added): it is read and merged with the manifest in memory, and any difference, any error, means
-"run the flows", which catalog for real and report what they found.
+what it has added): the source lists its rows here, and a listing other than the one last merged into the manifest,
+or any error, means "run the flows", which catalog for real and report what they found.
 """
 
 from __future__ import annotations
@@ -18,31 +18,32 @@ from typing import Any
 from downloaders import get_source
 from downloaders.base import SourceContext
 from embedders import embedder_spec
-from flows.settling import Settling, acquire_settling, embed_settling, preprocess_settling, verify_settling
+from flows.settling import (
+    Settling,
+    acquire_settling,
+    catalog_settling,
+    embed_settling,
+    preprocess_settling,
+    verify_settling,
+)
 from flows.summary import StageSummary
 from store.layout import DataRoot
-from store.manifest import canonical_row, merge_rows, read_manifest_table
+from store.manifest import canonical_row
 from store.settings import Settings, load_settings
 
 
 def catalog_unchanged(root: DataRoot, settings: Settings, dataset: str, options: dict[str, Any],
                       limit: int | None) -> StageSummary | None:
-    """The catalog's summary when reading the source again adds and changes no row of the manifest; else
-    ``None`` (and ``None`` when the source cannot be read now: the flow will say why)."""
-    if not root.manifest(dataset).exists():
-        return None
+    """The catalog's summary when the source lists the same rows as when the manifest was last merged
+    (:func:`flows.settling.catalog_settling`); else ``None``, and ``None`` when the source cannot be read now
+    (the flow meets the error again and reports it properly)."""
     source = get_source(dataset)
     try:
         source.check_options(options)
-        existing = read_manifest_table(root.manifest(dataset))
-        update = merge_rows(existing, map(canonical_row, source.catalog(SourceContext(root, settings, options,
-                                                                                      limit))))
-    except Exception:  # whatever it is, the catalog flow meets it again and reports it properly
+        listed = [canonical_row(row) for row in source.catalog(SourceContext(root, settings, options, limit))]
+    except Exception:
         return None
-    if update.dirty or not existing.num_rows:
-        return None
-    rows = existing.num_rows
-    return StageSummary(dataset, "catalog", rows, rows, 0, 0, 0, 0, {}, "0 added, 0 changed; nothing new")
+    return catalog_settling(root, dataset, listed).settled()
 
 
 def settled_run(datasets: Sequence[str], options: dict[str, dict[str, Any]], limit: int | None,

@@ -5,6 +5,7 @@ No Prefect here: the CLI asks these before it starts any flow, and the flows rec
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from typing import Any
 
 from flows.summary import StageSummary
 from store.layout import DataRoot
+from store.manifest import ManifestRow
 from store.settings import Settings
 from store.settled import digest, forget, record, settled, stamp_path, states
 from store.status import StatusRecord
@@ -54,11 +56,24 @@ class Settling:
             forget(self.path)
             return
         failed_for_good = sum(r.is_permanent_failure for r in records)
-        counts = {"dataset": summary.dataset, "stage": summary.stage, "items": summary.items,
-                  "done": summary.done_before + summary.ok, "skipped": summary.skipped_permanent + failed_for_good,
+        done = summary.items if summary.stage == "catalog" else summary.done_before + summary.ok
+        counts = {"dataset": summary.dataset, "stage": summary.stage, "items": summary.items, "done": done,
+                  "skipped": summary.skipped_permanent + failed_for_good,
                   "extra": summary.extra if summary.stage == "verify" else "", "verdict": summary.verdict,
                   "at": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"}
         record(self.path, self.inputs, {**before, **states([*self.own, *own])}, counts)
+
+
+def catalog_settling(root: DataRoot, dataset: str, rows: Iterable[ManifestRow]) -> Settling:
+    """The catalog is settled when the source lists exactly the rows it listed when the manifest was last merged,
+    and neither the manifest nor the rejected rows' records changed since: then merging them again would change
+    nothing, and this is known without reading the manifest (the source's listing is what it costs)."""
+    listed = hashlib.sha256()
+    for row in rows:
+        listed.update(repr(row).encode())
+    return Settling(stamp_path(root, "catalog", dataset), digest({"stage": "catalog", "dataset": dataset,
+                                                                   "rows": listed.hexdigest()}),
+                    [], [root.manifest(dataset), root.status_dir("catalog", dataset)])
 
 
 def acquire_settling(root: DataRoot, dataset: str, options: dict[str, Any]) -> Settling:

@@ -40,6 +40,7 @@ from flows.scale_out import unit_runner
 from flows.settling import (
     Settling,
     acquire_settling,
+    catalog_settling,
     embed_settling,
     preprocess_settling,
     verify_settling,
@@ -242,14 +243,16 @@ def catalog(dataset: str, options: dict[str, Any] | None = None, limit: int | No
         _sweep(data_root, dataset)
         ctx = SourceContext(data_root, settings, options or {}, limit)
         existing = read_manifest_table(data_root.manifest(dataset))
-        update = merge_rows(existing, map(canonical_row, source.catalog(ctx)))
+        listed = [canonical_row(row) for row in source.catalog(ctx)]
+        update = merge_rows(existing, listed)
         if not update.table.num_rows:
             raise _empty_catalog(data_root, dataset, limit)
         if update.dirty:
             write_manifest(data_root.manifest(dataset), update.table)
-    summary = StageSummary(dataset, "catalog", update.table.num_rows, existing.num_rows, update.added + update.changed,
-                           update.added + update.changed, 0, 0, {},
-                           extra=f"{update.added} added, {update.changed} changed")
+        summary = StageSummary(dataset, "catalog", update.table.num_rows, existing.num_rows,
+                               update.added + update.changed, update.added + update.changed, 0, 0, {},
+                               extra=f"{update.added} added, {update.changed} changed")
+        catalog_settling(data_root, dataset, listed).settle({}, summary, [])
     return _publish(summary, data_root)
 
 

@@ -212,6 +212,15 @@ def seen(directory: Path, *, with_times: bool = False) -> Seen:
     return Seen(set(ok_ids), set(permanent.column("item_id").to_pylist()), dict(zip(ok_ids, times, strict=False)))
 
 
+def failures(directory: Path) -> tuple[dict[str, StatusRecord], set[str]]:
+    """The latest failed records by item id, as whole records, and the ids whose latest record is ok: what a
+    report needs, with a Python object for failures only (they are few; ok records are most of a corpus)."""
+    table = read_status_table(directory)
+    is_ok = pc.equal(table.column("outcome"), Outcome.OK.value)
+    failed = {r["item_id"]: StatusRecord(**r) for r in table.filter(pc.invert(is_ok)).to_pylist()}
+    return failed, set(table.filter(is_ok).column("item_id").to_pylist())
+
+
 def compact(directory: Path, *, after: int = COMPACT_AFTER) -> Path | None:
     """Fold the unit files outside the newest index into a new one when there are at least ``after`` of them.
 

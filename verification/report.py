@@ -20,11 +20,11 @@ import soundfile as sf
 from store import __version__
 from store.atomic import write_text_atomic
 from store.layout import DataRoot, item_key
-from store.manifest import ManifestRow, read_manifest
+from store.manifest import ManifestRow, manifest_ids, read_manifest
 from store.names import check_name
 from store.quarantine import Quarantined, quarantined
 from store.shards import embedded_ids
-from store.status import StatusRecord, read_status
+from store.status import StatusRecord, failures
 from verification.audio import Problem
 from verification.shards import ShardCheck
 
@@ -250,7 +250,7 @@ def status_counts(root: DataRoot) -> list[dict[str, object]]:
     """
     counts: list[dict[str, object]] = []
     for dataset in root.datasets():
-        item_ids = [row.item_id for row in read_manifest(root.manifest(dataset))]
+        item_ids = manifest_ids(root.manifest(dataset))
         if not root.manifest(dataset).exists():
             continue
         embedded = {(space, model): embedded_ids(root.shard_dir(model, dataset, space))
@@ -270,19 +270,19 @@ def _stage_inputs(
     preprocessed: set[str],
     embedded: Mapping[Target, set[str]],
 ) -> list[_StageInput]:
-    def records(stage: str) -> dict[str, StatusRecord]:
-        return read_status(root.status_dir(stage, dataset))
+    def stage(name: str, model: str | None, directory: Path, done: set[str] | None) -> _StageInput:
+        """Failed records only, as objects; an ok record counts through ``done`` (the ok ids when the stage has
+        no output of its own to ask)."""
+        failed, ok = failures(directory)
+        return _StageInput(name, model, failed, done if done is not None else ok)
 
     return [
-        _StageInput("catalog", None, records("catalog"), set(item_ids)),
-        _StageInput("acquire", None, records("acquire"), None),
-        _StageInput("preprocess", None, records("preprocess"), preprocessed),
-        *(
-            _StageInput("embed", target_label(target),
-                        read_status(root.embed_status_dir(target[1], dataset, target[0])), done)
-            for target, done in embedded.items()
-        ),
-        _StageInput("verify", None, records("verify"), None),
+        stage("catalog", None, root.status_dir("catalog", dataset), set(item_ids)),
+        stage("acquire", None, root.status_dir("acquire", dataset), None),
+        stage("preprocess", None, root.status_dir("preprocess", dataset), preprocessed),
+        *(stage("embed", target_label(target), root.embed_status_dir(target[1], dataset, target[0]), done)
+          for target, done in embedded.items()),
+        stage("verify", None, root.status_dir("verify", dataset), None),
     ]
 
 
