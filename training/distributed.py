@@ -108,8 +108,11 @@ def join(device: torch.device) -> Processes:
     if launched_processes() == 1:
         return Processes(device)
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
     # Precision is the trainer's own (training.model.autocast); an ACCELERATE_MIXED_PRECISION from a launcher's
-    # configuration must not add a second autocast around it.
-    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no")
+    # configuration must not add a second autocast around it. A sentence encoder has parts the text embedder does
+    # not use (BERT's pooler), which get no gradient: DDP must look for them, or it waits for them forever.
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no",
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     return Processes(accelerator.device, accelerator)
