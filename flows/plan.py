@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from downloaders.base import Source
 from store.layout import DataRoot
 from store.manifest import ManifestRow
-from store.shards import embedded_ids
+from store.shard_ids import embedded_ids
 from store.status import Seen, seen
 
 
@@ -49,14 +49,16 @@ def spread(items: Sequence, unit_size: int, workers: int) -> list[list]:
     return chunks(items, math.ceil(len(items) / (rounds * workers)))
 
 
-def _split(rows: Sequence[ManifestRow], done: set[str], permanent: set[str], force: bool) -> Plan:
-    """Done items are counted; the rest are worked, except recorded permanent failures unless forced.
+def _split(rows: Iterable[ManifestRow], done: Callable[[ManifestRow], bool], permanent: set[str], force: bool,
+           plan: Plan | None = None) -> Plan:
+    """Done items are counted; the rest are worked, except recorded permanent failures unless forced. One pass
+    over ``rows``, keeping only the rows to work: a plan costs memory for its work, not for the corpus.
 
     An ok record whose output has gone missing is worked again: outputs, not records, say what is done.
     """
-    plan = Plan()
+    plan = plan if plan is not None else Plan()
     for row in rows:
-        if row.item_id in done:
+        if done(row):
             plan.done += 1
         elif row.item_id in permanent and not force:
             plan.skipped += 1
@@ -69,58 +71,60 @@ def ok_ids(root: DataRoot, stage: str, dataset: str) -> set[str]:
     return seen(root.status_dir(stage, dataset)).ok
 
 
-def plan_acquire(rows: Sequence[ManifestRow], root: DataRoot, source: Source, *, force: bool) -> Plan:
+def plan_acquire(rows: Iterable[ManifestRow], root: DataRoot, source: Source, *, force: bool) -> Plan:
     records = seen(root.status_dir("acquire", source.name))
-    done = {r.item_id for r in rows if r.item_id in records.ok and source.audio_path(r, root).exists()}
-    return _split(rows, done, records.permanent, force)
+    return _split(rows, lambda r: r.item_id in records.ok and source.audio_path(r, root).exists(),
+                  records.permanent, force)
 
 
-def plan_preprocess(rows: Sequence[ManifestRow], root: DataRoot, dataset: str, *, force: bool) -> Plan:
+def plan_preprocess(rows: Iterable[ManifestRow], root: DataRoot, dataset: str, *, force: bool) -> Plan:
     """Acquired items without a clip. A clip without an ok record (a killed run, a record set aside as
     damaged) is adopted."""
     acquired = ok_ids(root, "acquire", dataset)
     records = seen(root.status_dir("preprocess", dataset))
-    eligible = [r for r in rows if r.item_id in acquired]
-    has_clip = _existing(root.clip_dir(dataset), {r.item_id: root.clip_path(dataset, r.item_id) for r in eligible})
-    recorded = has_clip & records.ok
-    orphans = has_clip - recorded
-    plan = _split([r for r in eligible if r.item_id not in orphans], recorded, records.permanent, force)
-    plan.adopt = [r for r in eligible if r.item_id in orphans]
-    return plan
+    clips = _listing(root.clip_dir(dataset))
+    plan = Plan()
+
+    def has_clip(row: ManifestRow) -> bool:
+        return root.clip_path(dataset, row.item_id).name in clips
+
+    def adopted(row: ManifestRow) -> bool:
+        orphan = has_clip(row) and row.item_id not in records.ok
+        if orphan:
+            plan.adopt.append(row)
+        return orphan
+
+    eligible = (row for row in rows if row.item_id in acquired and not adopted(row))
+    return _split(eligible, has_clip, records.permanent, force, plan)
 
 
-def _existing(directory: Path, paths: dict[str, Path]) -> set[str]:
-    """The ids among ``paths`` whose file exists, from one listing of ``directory`` (where they all live) rather
-    than a ``stat`` each."""
-    present = {entry.name for entry in os.scandir(directory)} if directory.is_dir() else set()
-    return {item_id for item_id, path in paths.items() if path.parent == directory and path.name in present}
+def _listing(directory: Path) -> set[str]:
+    """The names in ``directory``: one listing instead of a ``stat`` per item."""
+    return {entry.name for entry in os.scandir(directory)} if directory.is_dir() else set()
 
 
-def clipped(rows: Sequence[ManifestRow], root: DataRoot, dataset: str) -> list[ManifestRow]:
+def clipped(rows: Iterable[ManifestRow], root: DataRoot, dataset: str) -> Iterator[ManifestRow]:
     """Rows whose canonical clip exists and was recorded as made."""
     made = ok_ids(root, "preprocess", dataset)
-    candidates = {r.item_id: root.clip_path(dataset, r.item_id) for r in rows if r.item_id in made}
-    present = _existing(root.clip_dir(dataset), candidates)
-    return [r for r in rows if r.item_id in present]
+    clips = _listing(root.clip_dir(dataset))
+    return (r for r in rows if r.item_id in made and root.clip_path(dataset, r.item_id).name in clips)
 
 
 def plan_embed(
-    rows: Sequence[ManifestRow], root: DataRoot, dataset: str, model: str, space: str, *, force: bool
+    rows: Iterable[ManifestRow], root: DataRoot, dataset: str, model: str, space: str, *, force: bool
 ) -> Plan:
     """Clipped items without a vector of ``model`` in ``space``: vectors of another space do not count."""
-    eligible = clipped(rows, root, dataset)
     have = embedded_ids(root.shard_dir(model, dataset, space))
     records: Seen = seen(root.embed_status_dir(model, dataset, space))
-    return _split(eligible, {r.item_id for r in eligible if r.item_id in have}, records.permanent, force)
+    return _split(clipped(rows, root, dataset), lambda r: r.item_id in have, records.permanent, force)
 
 
-def plan_verify(rows: Sequence[ManifestRow], root: DataRoot, dataset: str) -> Plan:
+def plan_verify(rows: Iterable[ManifestRow], root: DataRoot, dataset: str) -> Plan:
     """Clips not yet verified, or changed since they were; failed checks are always re-run."""
-    eligible = clipped(rows, root, dataset)
     records = seen(root.status_dir("verify", dataset), with_times=True)
 
     def verified(row: ManifestRow) -> bool:
         at_us = records.ok_at_us.get(row.item_id)
         return at_us is not None and at_us >= root.clip_path(dataset, row.item_id).stat().st_mtime_ns // 1000
 
-    return _split(eligible, {r.item_id for r in eligible if verified(r)}, set(), True)
+    return _split(clipped(rows, root, dataset), verified, set(), True)

@@ -21,21 +21,26 @@ from store.status import StatusRecord
 
 VERIFY_SETTINGS = ("sample_rate", "min_clip_s", "silence_dbfs")
 """The settings that verify's checks use: a change re-checks every clip."""
+STAGES_BEFORE_VERIFY = ("catalog", "acquire", "preprocess")
 
 
 @dataclass
 class Settling:
     """One stage's stamp: where it lives, the digest of the stage's inputs, the files others write that its planning
-    reads (their states are taken before it plans) and those it writes itself under its lock (taken after)."""
+    reads (their states are taken before it plans) and those it writes itself under its lock (taken after).
+    ``whole``: the folders among them of few files (status records, shards, reports), watched with every file in
+    them; clip and audio folders, a file per item, are watched as folders."""
 
+    root: Path
     path: Path
     inputs: str
     read: list[Path]
     own: list[Path] = field(default_factory=list)
+    whole: frozenset[Path] = frozenset()
 
     def settled(self) -> StageSummary | None:
         """The stage's counts as a summary of a run that worked nothing, when nothing it reads has changed."""
-        found = settled(self.path, self.inputs)
+        found = settled(self.root, self.path, self.inputs)
         if found is None:
             return None
         note = f"nothing new since {found['at']}"
@@ -45,7 +50,7 @@ class Settling:
 
     def before(self) -> dict[str, Any]:
         """The states of what others write, taken before planning."""
-        return states(self.read)
+        return self._states(self.read)
 
     def settle(self, before: dict[str, Any], summary: StageSummary, records: Iterable[StatusRecord],
                own: Sequence[Path] = ()) -> None:
@@ -61,7 +66,16 @@ class Settling:
                   "skipped": summary.skipped_permanent + failed_for_good,
                   "extra": summary.extra if summary.stage == "verify" else "", "verdict": summary.verdict,
                   "at": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"}
-        record(self.path, self.inputs, {**before, **states([*self.own, *own])}, counts)
+        record(self.path, self.inputs, {**before, **self._states([*self.own, *own])}, counts)
+
+    def _states(self, paths: Sequence[Path]) -> dict[str, Any]:
+        return states(self.root, [p for p in paths if p not in self.whole], [p for p in paths if p in self.whole])
+
+
+def _settling(root: DataRoot, stage: str, dataset: str, inputs: dict[str, Any], read: list[Path], own: list[Path],
+              whole: Iterable[Path], key: str = "all") -> Settling:
+    return Settling(root.path, stamp_path(root, stage, dataset, key),
+                    digest({"stage": stage, "dataset": dataset, **inputs}), read, own, frozenset(whole))
 
 
 def catalog_settling(root: DataRoot, dataset: str, rows: Iterable[ManifestRow]) -> Settling:
@@ -71,30 +85,30 @@ def catalog_settling(root: DataRoot, dataset: str, rows: Iterable[ManifestRow]) 
     listed = hashlib.sha256()
     for row in rows:
         listed.update(repr(row).encode())
-    return Settling(stamp_path(root, "catalog", dataset), digest({"stage": "catalog", "dataset": dataset,
-                                                                   "rows": listed.hexdigest()}),
-                    [], [root.manifest(dataset), root.status_dir("catalog", dataset)])
+    records = root.status_dir("catalog", dataset)
+    return _settling(root, "catalog", dataset, {"rows": listed.hexdigest()}, [], [root.manifest(dataset), records],
+                     [records])
 
 
 def acquire_settling(root: DataRoot, dataset: str, options: dict[str, Any]) -> Settling:
     """acquire plans from the manifest and its records, and asks whether each audio file exists: the folders of
     the audio files are added when the run has read the rows (:meth:`Settling.settle`'s ``own``)."""
-    return Settling(stamp_path(root, "acquire", dataset), digest({"stage": "acquire", "dataset": dataset,
-                                                                   "options": options}),
-                    [root.manifest(dataset)], [root.status_dir("acquire", dataset)])
+    records = root.status_dir("acquire", dataset)
+    return _settling(root, "acquire", dataset, {"options": options}, [root.manifest(dataset)], [records], [records])
 
 
 def preprocess_settling(root: DataRoot, dataset: str) -> Settling:
-    return Settling(stamp_path(root, "preprocess", dataset), digest({"stage": "preprocess", "dataset": dataset}),
-                    [root.manifest(dataset), root.status_dir("acquire", dataset)],
-                    [root.status_dir("preprocess", dataset), root.clip_dir(dataset)])
+    acquired, records = root.status_dir("acquire", dataset), root.status_dir("preprocess", dataset)
+    return _settling(root, "preprocess", dataset, {}, [root.manifest(dataset), acquired],
+                     [records, root.clip_dir(dataset)], [acquired, records])
 
 
 def embed_settling(root: DataRoot, dataset: str, model: str, space: str) -> Settling:
-    return Settling(stamp_path(root, "embed", dataset, f"{space}/{model}"),
-                    digest({"stage": "embed", "dataset": dataset, "model": model, "space": space}),
-                    [root.manifest(dataset), root.status_dir("preprocess", dataset), root.clip_dir(dataset)],
-                    [root.shard_dir(model, dataset, space), root.embed_status_dir(model, dataset, space)])
+    clipped = root.status_dir("preprocess", dataset)
+    own = [root.shard_dir(model, dataset, space), root.embed_status_dir(model, dataset, space)]
+    return _settling(root, "embed", dataset, {"model": model, "space": space},
+                     [root.manifest(dataset), clipped, root.clip_dir(dataset)], own, [clipped, *own],
+                     f"{space}/{model}")
 
 
 def verify_settling(root: DataRoot, dataset: str, models: list[str] | None, settings: Settings) -> Settling:
@@ -102,13 +116,11 @@ def verify_settling(root: DataRoot, dataset: str, models: list[str] | None, sett
     shards, so the folders of every stage's records and of every embedding space are watched."""
     embeddings = root.path / "embeddings"
     embed_records = root.status_dir("embed", dataset)
-    watched = [root.manifest(dataset), root.clip_dir(dataset), embeddings, embed_records,
-               *(root.status_dir(stage, dataset) for stage in ("catalog", "acquire", "preprocess")),
+    folders = [embeddings, embed_records, *(root.status_dir(stage, dataset) for stage in STAGES_BEFORE_VERIFY),
                *embeddings.glob("*"), *embeddings.glob("*/*"), *embeddings.glob(f"*/*/{dataset}"),
                *embed_records.glob("*"), *embed_records.glob("*/*")]
+    own = [root.status_dir("verify", dataset), root.reports_dir() / dataset]
     chosen = sorted(models) if models is not None else None
-    inputs = {"stage": "verify", "dataset": dataset, "models": chosen,
-              "settings": {name: getattr(settings, name) for name in VERIFY_SETTINGS}}
-    return Settling(stamp_path(root, "verify", dataset, ",".join(chosen) if chosen is not None else "*"),
-                    digest(inputs), watched, [root.status_dir("verify", dataset), root.reports_dir() / dataset])
-
+    inputs = {"models": chosen, "settings": {name: getattr(settings, name) for name in VERIFY_SETTINGS}}
+    return _settling(root, "verify", dataset, inputs, [root.manifest(dataset), root.clip_dir(dataset), *folders],
+                     own, [*folders, *own], ",".join(chosen) if chosen is not None else "*")

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -48,7 +49,14 @@ from flows.settling import (
 from flows.summary import StageSummary
 from store.atomic import sweep_stale_temps
 from store.layout import DataRoot
-from store.manifest import ManifestRow, canonical_row, merge_rows, read_manifest, read_manifest_table, write_manifest
+from store.manifest import (
+    ManifestRow,
+    canonical_row,
+    manifest_rows,
+    merge_rows,
+    read_manifest_table,
+    write_manifest,
+)
 from store.quarantine import quarantined
 from store.settings import Settings, load_settings
 from store.status import compact, read_status
@@ -210,12 +218,13 @@ def check_manifest(root: DataRoot, dataset: str) -> None:
     raise SourceError(f"no manifest for {dataset!r} under {root.path}: run `musictext ingest {dataset}` first")
 
 
-def _manifest(root: DataRoot, dataset: str) -> list[ManifestRow]:
-    rows = read_manifest(root.manifest(dataset))  # sets a damaged manifest aside
+def _manifest(root: DataRoot, dataset: str) -> pa.Table:
+    """The manifest as Arrow (planners read its rows a batch at a time, :func:`store.manifest.manifest_rows`)."""
+    table = read_manifest_table(root.manifest(dataset))  # sets a damaged manifest aside
     check_manifest(root, dataset)
-    if not rows:
+    if not table.num_rows:
         raise SourceError(f"the manifest of {dataset!r} at {root.manifest(dataset)} has no items")
-    return rows
+    return table
 
 
 def _empty_catalog(root: DataRoot, dataset: str, limit: int | None) -> SourceError:
@@ -266,8 +275,8 @@ def acquire(dataset: str, options: dict[str, Any] | None = None, force: bool = F
         _sweep(data_root, dataset)
         settling = acquire_settling(data_root, dataset, options or {})
         before = settling.before()
-        rows = _manifest(data_root, dataset)
-        plan = plan_acquire(rows, data_root, source, force=force)
+        table = _manifest(data_root, dataset)
+        plan = plan_acquire(manifest_rows(table), data_root, source, force=force)
         ctx = SourceContext(data_root, settings, options or {})
         units = chunks(plan.todo, settings.unit_size)
         with unit_runner(dask, dask_address, settings.workers) as runner:
@@ -275,7 +284,7 @@ def acquire(dataset: str, options: dict[str, Any] | None = None, force: bool = F
                                  [len(u) for u in units], runner)
         summary = StageSummary.from_plan(dataset, "acquire", plan, results)
         _settle(data_root.status_dir("acquire", dataset), settling, before, summary, results,
-                own={source.audio_path(row, data_root).parent for row in rows})
+                own={source.audio_path(row, data_root).parent for row in manifest_rows(table)})
     return _publish(summary, data_root)
 
 
@@ -288,7 +297,7 @@ def preprocess(dataset: str, force: bool = False, root: str | None = None, dask:
         _sweep(data_root, dataset)
         settling = preprocess_settling(data_root, dataset)
         before = settling.before()
-        plan = plan_preprocess(_manifest(data_root, dataset), data_root, dataset, force=force)
+        plan = plan_preprocess(manifest_rows(_manifest(data_root, dataset)), data_root, dataset, force=force)
         units = spread(plan.todo, settings.unit_size, settings.workers)
         adopted = [adopt_task(plan.adopt, data_root, label=f"adopt-clips-{dataset}")] if plan.adopt else []
         with unit_runner(dask, dask_address, settings.workers) as runner:
@@ -331,7 +340,8 @@ def embed(dataset: str, model: str = "dsp", force: bool = False, root: str | Non
         _sweep(data_root, dataset)
         settling = embed_settling(data_root, dataset, model, spec.space)
         before = settling.before()
-        plan = plan_embed(_manifest(data_root, dataset), data_root, dataset, model, spec.space, force=force)
+        plan = plan_embed(manifest_rows(_manifest(data_root, dataset)), data_root, dataset, model, spec.space,
+                          force=force)
         units = chunks([r.item_id for r in plan.todo], settings.unit_size)
         unit_device = devices[0] if len(devices) == 1 else None
         args = [(dataset, model, u, data_root, settings, weights, unit_device) for u in units]
@@ -367,13 +377,13 @@ def verify(dataset: str, models: list[str] | None = None, root: str | None = Non
     with one_run_at_a_time(data_root, "verify", dataset):
         settling = verify_settling(data_root, dataset, models, settings)
         before = settling.before()
-        rows = _manifest(data_root, dataset)
-        plan = plan_verify(rows, data_root, dataset)
+        table = _manifest(data_root, dataset)
+        plan = plan_verify(manifest_rows(table), data_root, dataset)
         units = chunks(plan.todo, settings.unit_size)
         with unit_runner(dask, dask_address, settings.workers) as runner:
             results = _run_units("verify", dataset, verify_task, [(u, data_root, settings) for u in units],
                                  [len(u) for u in units], runner)
-        manifest_ids = {r.item_id for r in rows}
+        manifest_ids = set(table.column("item_id").to_pylist())
         verified = [r for item_id, r in read_status(data_root.status_dir("verify", dataset)).items()
                     if item_id in manifest_ids]
         current, old = _embedding_targets(data_root, dataset, models)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -145,6 +145,16 @@ def read_manifest(path: Path) -> list[ManifestRow]:
     """Rows of a manifest, or ``[]`` when the dataset has not been catalogued yet or its manifest was damaged:
     that one is set aside (:mod:`store.quarantine`) and the next catalog rebuilds it from the source."""
     return table_to_rows(read_manifest_table(path))
+
+
+ROWS_PER_BATCH = 10_000
+
+
+def manifest_rows(table: pa.Table) -> Iterator[ManifestRow]:
+    """The rows of a manifest table, made ``ROWS_PER_BATCH`` at a time: a plan over a million rows holds the
+    compact Arrow table and one batch of Python rows, not a million of them."""
+    for batch in table.to_batches(max_chunksize=ROWS_PER_BATCH):
+        yield from table_to_rows(pa.Table.from_batches([batch], schema=table.schema))
 
 
 def manifest_ids(path: Path) -> list[str]:

@@ -3,9 +3,10 @@
 Planning asks every item of the corpus what is done (records, clips, shards): work that grows with the corpus
 even when nothing is new. So a stage run that leaves nothing to do writes a stamp,
 ``settled/<stage>/<dataset>/<key>.json``, holding a digest of its inputs (settings, options, models, code
-version) and the state of every file and folder its planning read: the manifest, the status folders, the
-folders of its outputs. A folder's state changes whenever an entry is added, removed or renamed in it, and
-everything here publishes by rename (:mod:`store.atomic`), so an unchanged state means unchanged contents. A
+version) and the state of every file and folder its planning read: the manifest, the status folders and every
+record in them, the shards, the folders of clips and audio. A folder's state changes whenever an entry is added,
+removed or renamed in it, and everything here publishes by rename (:mod:`store.atomic`); a file damaged in place
+changes its own state, which is why the folders of few files are watched file by file. A
 later run that finds the same digest and states skips the stage without planning; any difference (a new
 manifest row, a deleted clip, a record of another run, a changed setting) and it plans as before.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +41,24 @@ def file_state(path: Path) -> list[int] | None:
         info = os.stat(path)
     except FileNotFoundError:
         return None
-    return [info.st_ino, info.st_mtime_ns, info.st_size if not os.path.isdir(path) else 0]
+    return [info.st_ino, info.st_mtime_ns, 0 if stat.S_ISDIR(info.st_mode) else info.st_size]
 
 
-def states(paths: Iterable[Path]) -> dict[str, list[int] | None]:
-    return {str(path): file_state(path) for path in sorted(set(paths))}
+def states(base: Path, paths: Iterable[Path], whole: Iterable[Path] = ()) -> dict[str, list[int] | None]:
+    """The states of ``paths``, and of ``whole`` folders with every file in them: a file damaged or rewritten in
+    place changes its own mtime, not its folder's. Worth it for folders of few files (status records after
+    compaction, shards, reports); clip and audio folders hold a file per item and are watched as folders."""
+    found = {path: file_state(path) for path in {*paths, *whole}}
+    for folder in whole:
+        if folder.is_dir():
+            found.update((Path(entry.path), file_state(Path(entry.path))) for entry in os.scandir(folder))
+    return dict(sorted((_key(base, path), state) for path, state in found.items()))
+
+
+def _key(base: Path, path: Path) -> str:
+    """``path`` relative to the data root ``base`` when it lies under it: a moved or copied data root has new
+    inodes, so its stamps hold nowhere but where they were written (and the stages plan once there)."""
+    return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
 
 
 def digest(inputs: dict[str, Any]) -> str:
@@ -60,9 +75,9 @@ class Stamp:
     watched: dict[str, list[int] | None]
     summary: dict[str, Any]
 
-    def holds(self, inputs: str) -> bool:
-        """Whether nothing the stage reads has changed since the stamp was written."""
-        return self.inputs == inputs and all(file_state(Path(path)) == state for path, state in self.watched.items())
+    def holds(self, base: Path, inputs: str) -> bool:
+        """Whether nothing the stage reads has changed since the stamp was written under the data root ``base``."""
+        return self.inputs == inputs and all(file_state(base / path) == state for path, state in self.watched.items())
 
 
 def stamp_path(root: DataRoot, stage: str, dataset: str, key: str = "all") -> Path:
@@ -83,10 +98,11 @@ def read_stamp(path: Path) -> Stamp | None:
         return None
 
 
-def settled(path: Path, inputs: str) -> dict[str, Any] | None:
-    """The counts a settled stage recorded, when its stamp at ``path`` still holds for ``inputs``; else ``None``."""
+def settled(base: Path, path: Path, inputs: str) -> dict[str, Any] | None:
+    """The counts a settled stage recorded, when its stamp at ``path`` still holds for ``inputs`` under the data
+    root ``base``; else ``None``."""
     stamp = read_stamp(path)
-    return stamp.summary if stamp is not None and stamp.holds(inputs) else None
+    return stamp.summary if stamp is not None and stamp.holds(base, inputs) else None
 
 
 def record(path: Path, inputs: str, watched: dict[str, list[int] | None], summary: dict[str, Any]) -> None:

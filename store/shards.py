@@ -220,8 +220,17 @@ def open_shard(path: Path) -> Shard:
 
 def _open(path: Path) -> Shard:
     with h5py.File(path, "r") as handle:
-        ids = [value.decode() if isinstance(value, bytes) else value for value in handle["item_id"][:]]
-        return Shard(path, ids, _attributes(handle))
+        return Shard(path, _item_ids(handle), _attributes(handle))
+
+
+def _item_ids(handle: h5py.File) -> list[str]:
+    return [value.decode() if isinstance(value, bytes) else value for value in handle["item_id"][:]]
+
+
+def open_shard_ids(path: Path) -> list[str]:
+    """A shard's item ids alone (unguarded: callers pass it to :func:`~store.quarantine.skip_damaged`)."""
+    with h5py.File(path, "r") as handle:
+        return _item_ids(handle)
 
 
 def read_shard_attributes(path: Path) -> dict[str, object]:
@@ -245,8 +254,3 @@ def iter_shards(directory: Path) -> Iterator[Shard]:
         shard = skip_damaged(path, _open)
         if shard is not None:
             yield shard
-
-
-def embedded_ids(directory: Path) -> set[str]:
-    """Every item id that already has an embedding in this model/dataset directory (in a readable shard)."""
-    return {item_id for shard in iter_shards(directory) for item_id in shard.item_ids}

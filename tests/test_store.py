@@ -31,7 +31,8 @@ from store.manifest import (
 )
 from store.quarantine import DamagedFileError, is_damage, quarantined, set_aside
 from store.settings import load_settings
-from store.shards import ShardAttributes, ShardWriter, embedded_ids, iter_shards, open_shard, shard_paths
+from store.shard_ids import cache_path, embedded_ids
+from store.shards import ShardAttributes, ShardWriter, iter_shards, open_shard, shard_paths
 from store.status import FailureClass, StatusRecord, read_status, write_status
 
 SPACE = "musictext-dsp-1"
@@ -368,3 +369,21 @@ def test_the_catalog_form_of_a_row_names_its_split_canonically_and_holds_out_tes
         canonical_row(replace(row, group=None))
     with pytest.raises(ValueError, match=r"d:a@0: split 'holdout' is not one musictext knows"):
         canonical_row(replace(row, split="holdout"))
+
+
+def test_embedded_ids_come_from_a_cache_that_follows_the_shards(tmp_path: Path) -> None:
+    directory = DataRoot(tmp_path).shard_dir("dsp", "d", "s")
+    for ids in (["d:a", "d:b"], ["d:c"]):
+        with ShardWriter(directory, replace(ATTRS, space="s")) as writer:
+            writer.append(ids, np.ones((len(ids), 4), dtype=np.float32))
+    cache = cache_path(directory)
+    assert embedded_ids(directory) == {"d:a", "d:b", "d:c"} and cache is not None and cache.exists()
+    first = shard_paths(directory)[0]
+    with h5py.File(first, "r+") as handle:  # a shard changed under the cache: its ids are read again
+        handle["item_id"][0] = b"d:z"
+    assert embedded_ids(directory) == {"d:z", "d:b", "d:c"}
+    shard_paths(directory)[1].unlink()
+    assert embedded_ids(directory) == {"d:z", "d:b"}
+    cache.write_bytes(b"not parquet")
+    assert embedded_ids(directory) == {"d:z", "d:b"}, "a damaged cache is rebuilt from the shards"
+    assert pq.ParquetFile(cache).read().num_rows == 2

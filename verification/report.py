@@ -20,10 +20,10 @@ import soundfile as sf
 from store import __version__
 from store.atomic import write_text_atomic
 from store.layout import DataRoot, item_key
-from store.manifest import ManifestRow, manifest_ids, read_manifest
+from store.manifest import ManifestRow, manifest_ids, manifest_rows, read_manifest_table
 from store.names import check_name
 from store.quarantine import Quarantined, quarantined
-from store.shards import embedded_ids
+from store.shard_ids import embedded_ids
 from store.status import StatusRecord, failures
 from verification.audio import Problem
 from verification.shards import ShardCheck
@@ -197,13 +197,13 @@ def stage_summary(
 def dataset_report(root: DataRoot, dataset: str, *, targets: Sequence[Target], checks: Checks) -> DatasetReport:
     """The report of one dataset after the verify checks ran; reads manifests, records, clips and shards."""
     manifest = root.manifest(dataset)
-    rows = read_manifest(manifest)
+    table = read_manifest_table(manifest)
     if not manifest.exists():  # never catalogued, or damaged and just set aside
         raise FileNotFoundError(f"{dataset} has no manifest at {manifest}; "
                                 f"run `musictext ingest {dataset}` first")
-    item_ids = [row.item_id for row in rows]
+    item_ids = table.column("item_id").to_pylist()
     preprocessed = _preprocessed(root, dataset, item_ids)
-    durations = _durations(root, dataset, rows, preprocessed)
+    durations = _durations(root, dataset, manifest_rows(table), preprocessed)
     embedded = {
         target: checks.shards[target_label(target)].item_ids if target_label(target) in checks.shards
         else embedded_ids(root.shard_dir(target[1], dataset, target[0]))
@@ -222,9 +222,9 @@ def dataset_report(root: DataRoot, dataset: str, *, targets: Sequence[Target], c
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         musictext_version=__version__,
         verdict=VERDICT_UNEXPLAINED if unexplained else VERDICT_OK,
-        items=len(rows),
+        items=len(item_ids),
         hours=round(sum(durations.values()) / 3600, 6),
-        items_without_duration=len(rows) - len(durations),
+        items_without_duration=len(item_ids) - len(durations),
         stages=stages,
         checks=check_summaries,
         stalled=stalled,
@@ -294,7 +294,7 @@ def _preprocessed(root: DataRoot, dataset: str, item_ids: list[str]) -> set[str]
 
 
 def _durations(
-    root: DataRoot, dataset: str, rows: list[ManifestRow], preprocessed: set[str]
+    root: DataRoot, dataset: str, rows: Iterable[ManifestRow], preprocessed: set[str]
 ) -> dict[str, float]:
     """Seconds per item: the manifest's span where it has one, else the clip's length from its header."""
     durations = {}
