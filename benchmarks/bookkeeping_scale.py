@@ -10,11 +10,13 @@ vectors per unit. Then it measures, and prints, never asserts:
 * ``musictext pipeline --dataset synthetic --model dsp`` as a subprocess, exactly what a user gets (embedded
   Prefect, ``PREFECT_API_URL`` unset): run 1 (verify reads every vector once and records the sound shards) and run
   2 (the steady-state no-op), wall time and peak RSS;
-* ``read_manifest`` and each planner, in a child process of its own: time and that process's peak RSS (the
-  imports, the manifest's rows and the planner);
+* reading the manifest's Arrow table and each planner, in a child process of its own: time and that process's peak
+  RSS (the imports, the manifest's table, a batch of its rows and the planner);
 * ``musictext status``;
 
-and the growth per 10× items between consecutive sizes.
+and the growth per 10× items between consecutive sizes. Run 1 is the first run after an upgrade (or with the stamps
+of ``settled/`` deleted): it plans every stage in full, folds the records into compacted indexes and writes the
+stamps; run 2 is what every later run with nothing new costs.
 
 Why ``synthetic``: its catalog is a pure function of the seed and the limit, so on a finished corpus it is a
 no-op with no network and no audio (run without ``--limit`` it lists its first 200 items, which the manifest
@@ -38,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -53,7 +55,7 @@ from embedders.runtime import shard_attributes
 from flows.plan import Plan, chunks, plan_acquire, plan_embed, plan_preprocess, plan_verify
 from store import __version__
 from store.layout import DataRoot, make_item_id
-from store.manifest import ManifestRow, canonical_row, read_manifest, write_manifest
+from store.manifest import ManifestRow, canonical_row, manifest_rows, read_manifest_table, write_manifest
 from store.settings import load_settings
 from store.shards import ShardAttributes, ShardWriter
 from store.status import StatusRecord, unit_name, write_status
@@ -61,7 +63,7 @@ from store.status import StatusRecord, unit_name, write_status
 DATASET = "synthetic"
 MODEL = "dsp"
 MUSICTEXT = Path(sys.executable).with_name("musictext")
-PLANNERS = ("read_manifest", "plan_acquire", "plan_preprocess", "plan_embed", "plan_verify")
+PLANNERS = ("read_manifest_table", "plan_acquire", "plan_preprocess", "plan_embed", "plan_verify")
 LAUNCHER = """
 import json, os, subprocess, sys, time
 started = time.perf_counter()
@@ -85,7 +87,7 @@ class Measured:
     note: str = ""
 
 
-def manifest_rows(size: int) -> list[ManifestRow]:
+def corpus_rows(size: int) -> list[ManifestRow]:
     """``size`` rows as the catalog writes them (:func:`canonical_row`): the source's own for the indexes its default
     catalog lists, so that catalog changes nothing, and beyond them copies of those rows under the ids, splits and
     groups the source would give."""
@@ -124,7 +126,7 @@ def _shard(root: DataRoot, unit: Sequence[ManifestRow], attrs: ShardAttributes, 
 def build_corpus(path: Path, size: int) -> None:
     """A finished corpus of ``size`` items under ``path``: what a pipeline run that did everything leaves."""
     root = DataRoot(path)
-    rows = manifest_rows(size)
+    rows = corpus_rows(size)
     write_manifest(root.manifest(DATASET), rows)
     source = get_source(DATASET)
     raw = [source.audio_path(row, root) for row in rows]
@@ -151,10 +153,10 @@ def build_corpus(path: Path, size: int) -> None:
                      _records("verify", unit, [None] * len(unit)), __version__)
 
 
-def _planner(name: str, root: DataRoot) -> Callable[[list[ManifestRow]], Plan | None]:
+def _planner(name: str, root: DataRoot) -> Callable[[Iterable[ManifestRow]], Plan | None]:
     space = embedder_spec(MODEL).space
     return {
-        "read_manifest": lambda rows: None,
+        "read_manifest_table": lambda rows: None,
         "plan_acquire": lambda rows: plan_acquire(rows, root, get_source(DATASET), force=False),
         "plan_preprocess": lambda rows: plan_preprocess(rows, root, DATASET, force=False),
         "plan_embed": lambda rows: plan_embed(rows, root, DATASET, MODEL, space, force=False),
@@ -163,15 +165,16 @@ def _planner(name: str, root: DataRoot) -> Callable[[list[ManifestRow]], Plan | 
 
 
 def measure_planner(path: Path, name: str) -> dict[str, float | int | str]:
-    """In this (child) process: ``name``'s seconds (reading the manifest for ``read_manifest``, the plan for the
-    others, given the rows) and the process's peak RSS; what is left to do, which must be nothing."""
+    """In this (child) process: ``name``'s seconds (reading the manifest's Arrow table for ``read_manifest_table``,
+    the plan for the others, given the table's rows a batch at a time as the flows give them) and the process's peak
+    RSS; what is left to do, which must be nothing."""
     root = DataRoot(path)
     planner = _planner(name, root)
     started = time.perf_counter()
-    rows = read_manifest(root.manifest(DATASET))
+    table = read_manifest_table(root.manifest(DATASET))
     read_s = time.perf_counter() - started
     started = time.perf_counter()
-    plan = planner(rows)
+    plan = planner(manifest_rows(table))
     plan_s = time.perf_counter() - started
     left = "" if plan is None else f"todo {len(plan.todo)}, adopt {len(plan.adopt)}, done {plan.done}"
     return {"seconds": read_s if plan is None else plan_s, "peak_mib": _own_peak_mib(), "note": left}

@@ -360,9 +360,9 @@ def train(model: Annotated[str, typer.Option(help="Audio embedder whose space th
         if not is_main_process():
             return
     else:
-        learning.train_configs(model, dataset, run_id, head, stage2, options)
-        data_root_of(root)
-        summaries = run(learning.train, model, dataset, run_id, head, stage2, root_arg(root), options)
+        configs = learning.train_configs(model, dataset, run_id, head, stage2, options)
+        summaries = (learning.already_trained(configs, data_root_of(root))
+                     or run(learning.train, model, dataset, run_id, head, stage2, root_arg(root), options))
     table = Table(title="Training runs")
     for column in ("run", "head", "stage", "steps", "best step", "val t→m R@10", "val t→m MRR", "train/val/test"):
         table.add_column(column)
@@ -389,6 +389,7 @@ def evaluate(runs: Annotated[list[str], typer.Argument(help="Training runs to co
     """Text→music and music→text retrieval of RUNS, their untrained twins and the prototype and linear baselines,
     on the test split or on every item of a benchmark dataset."""
     from flows import learning
+    from flows.settling import evaluation_settling
     from training.evaluate import run_config
     from training.evaluate_on import check_benchmark
 
@@ -399,11 +400,14 @@ def evaluate(runs: Annotated[list[str], typer.Argument(help="Training runs to co
         run_config(root_path, run_id)
     if on is not None:
         check_benchmark(root_path, runs, on)
-    result = run(learning.evaluate, runs, name, root_arg(root), device, on)
+    settling = evaluation_settling(root_path, name, runs, [run_config(root_path, run) for run in runs], device, on)
+    kept = settling.found()
+    result = kept or run(learning.evaluate, runs, name, root_arg(root), device, on)
     print_retrieval(f"{on}, all captions" if on else "Test split", result["results"])
     for subset, results in result["subsets"].items():
         print_retrieval(f"{on}, {subset}", results)
-    out.print(f"report: {result['report']}")
+    out.print(f"report: {result['report']}" + (" (kept: the same runs on the same data were evaluated before)"
+                                               if kept else ""))
 
 
 def print_retrieval(title: str, results: dict[str, dict[str, float]]) -> None:

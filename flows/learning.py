@@ -34,16 +34,17 @@ from prefect.runtime import flow_run
 from downloaders import get_source, source_names
 from embedders import embedder_spec
 from flows.progress import artifact_key
+from flows.settling import evaluation_settling
 from store.errors import InvalidInputError
 from store.layout import DataRoot
 from store.settings import load_settings
-from training.config import TrainConfig
+from training.config import TrainConfig, read_config
 from training.distributed import is_main_process, launched_processes
 from training.evaluate import evaluate_runs, run_config
 from training.evaluate_on import evaluate_on
 from training.launch import check_devices, train_in_processes
 from training.tracking import locations, parse_trackers, require_packages
-from training.trainer import StepReport, TrainResult
+from training.trainer import StepReport, TrainResult, is_finished, read_finished
 from training.trainer import train as train_run
 
 HEADS = ("frames", "pooled")
@@ -120,6 +121,18 @@ def train_configs(model: str = "dsp", datasets: list[str] | None = None, run_id:
     return configs
 
 
+def already_trained(configs: list[TrainConfig], root: DataRoot) -> list[RunSummary] | None:
+    """The summaries of ``configs`` when every run has finished with that configuration, read from their
+    ``finished.json``: what :func:`train` would return without training, known without starting a flow."""
+    summaries = []
+    for config in configs:
+        run_dir = root.runs_dir() / config.run_id
+        if not is_finished(run_dir) or config.differences(read_config(run_dir / "config.json")):
+            return None
+        summaries.append(RunSummary(config, read_finished(run_dir)))
+    return summaries
+
+
 def train_here(model: str = "dsp", datasets: list[str] | None = None, run_id: str | None = None,
                heads: list[str] | None = None, stage2_mse_weight: float = 0.0, root: str | None = None,
                options: dict[str, Any] | None = None) -> list[RunSummary]:
@@ -194,6 +207,8 @@ def evaluate(runs: list[str], name: str = "latest", root: str | None = None, dev
     item of that catalogued benchmark dataset; the report goes to ``reports/evaluation/<name>/`` and to the UI as
     a Markdown artifact."""
     data_root = DataRoot(load_settings(root=root).root)
+    settling = evaluation_settling(data_root, name, runs, [run_config(data_root, run) for run in runs], device, on)
+    before = settling.before()
     families = tag_families([*(run_config(data_root, run).datasets for run in runs), *([[on]] if on else [])])
     evaluation = (evaluate_on(data_root, runs, on, name=name, device=device, tag_families=families) if on
                   else evaluate_runs(data_root, runs, name=name, device=device, tag_families=families))
@@ -201,5 +216,7 @@ def evaluate(runs: list[str], name: str = "latest", root: str | None = None, dev
         create_markdown_artifact(evaluation.markdown_path.read_text(), key=artifact_key("evaluation", name),
                                  description=f"evaluation of {', '.join(runs)}" + (f" on {on}" if on else ""))
     get_run_logger().info("evaluation report: %s", evaluation.markdown_path)
-    return {"report": str(evaluation.markdown_path), "json": str(evaluation.json_path),
-            "best_run": evaluation.best_run, "results": evaluation.results, "subsets": evaluation.subsets}
+    found = {"report": str(evaluation.markdown_path), "json": str(evaluation.json_path),
+             "best_run": evaluation.best_run, "results": evaluation.results, "subsets": evaluation.subsets}
+    settling.keep(before, found)
+    return found

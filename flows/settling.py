@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flows.summary import StageSummary
 from store.layout import DataRoot
@@ -18,6 +18,9 @@ from store.manifest import ManifestRow
 from store.settings import Settings
 from store.settled import digest, forget, record, settled, stamp_path, states
 from store.status import StatusRecord
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 VERIFY_SETTINGS = ("sample_rate", "min_clip_s", "silence_dbfs")
 """The settings that verify's checks use: a change re-checks every clip."""
@@ -40,13 +43,21 @@ class Settling:
 
     def settled(self) -> StageSummary | None:
         """The stage's counts as a summary of a run that worked nothing, when nothing it reads has changed."""
-        found = settled(self.root, self.path, self.inputs)
+        found = self.found()
         if found is None:
             return None
         note = f"nothing new since {found['at']}"
         return StageSummary(found["dataset"], found["stage"], found["items"], found["done"], 0, 0, 0,
                             found["skipped"], {}, "; ".join(part for part in (found["extra"], note) if part),
                             found["verdict"])
+
+    def found(self) -> dict[str, Any] | None:
+        """What the settled run kept (:meth:`keep`), when nothing it read has changed since; else ``None``."""
+        return settled(self.root, self.path, self.inputs)
+
+    def keep(self, before: dict[str, Any], kept: dict[str, Any], own: Sequence[Path] = ()) -> None:
+        """Stamp the run as settled, keeping ``kept`` (JSON) for the runs that will skip it."""
+        record(self.path, self.inputs, {**before, **self._states([*self.own, *own])}, kept)
 
     def before(self) -> dict[str, Any]:
         """The states of what others write, taken before planning."""
@@ -66,7 +77,7 @@ class Settling:
                   "skipped": summary.skipped_permanent + failed_for_good,
                   "extra": summary.extra if summary.stage == "verify" else "", "verdict": summary.verdict,
                   "at": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"}
-        record(self.path, self.inputs, {**before, **self._states([*self.own, *own])}, counts)
+        self.keep(before, counts, own)
 
     def _states(self, paths: Sequence[Path]) -> dict[str, Any]:
         return states(self.root, [p for p in paths if p not in self.whole], [p for p in paths if p in self.whole])
@@ -124,3 +135,19 @@ def verify_settling(root: DataRoot, dataset: str, models: list[str] | None, sett
     inputs = {"models": chosen, "settings": {name: getattr(settings, name) for name in VERIFY_SETTINGS}}
     return _settling(root, "verify", dataset, inputs, [root.manifest(dataset), root.clip_dir(dataset), *folders],
                      own, [*folders, *own], ",".join(chosen) if chosen is not None else "*")
+
+
+def evaluation_settling(root: DataRoot, name: str, runs: Sequence[str], configs: Sequence[TrainConfig],
+                        device: str, on: str | None) -> Settling:
+    """An evaluation reads its runs (configuration, finished state, best checkpoint, train groups), the manifests and
+    shards of their datasets (and of the benchmark ``on``) and writes ``reports/evaluation/<name>/``: the same runs
+    on the same data give the same report, so it need not be computed again."""
+    datasets = sorted({*(d for config in configs for d in config.datasets), *([on] if on else [])})
+    model, space = configs[0].model, configs[0].space
+    run_dirs = [root.run_dir(run) for run in runs]
+    folders = [*run_dirs, *(d / "checkpoints" for d in run_dirs), *(d / "checkpoints" / "best" for d in run_dirs),
+               *(root.shard_dir(model, dataset, space) for dataset in datasets)]
+    own = [root.evaluation_dir(name)]
+    return _settling(root, "evaluate", name, {"runs": list(runs), "device": device, "on": on},
+                     [*(root.manifest(dataset) for dataset in datasets), *folders], own, [*folders, *own],
+                     ",".join(runs))

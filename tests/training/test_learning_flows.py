@@ -5,6 +5,7 @@ from its own caption."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ from corpus import DATASETS, GENRES, MODEL, build_corpus
 
 from downloaders import get_source
 from flows import learning
+from flows.settling import evaluation_settling
 from store.layout import DataRoot
-from training.evaluate import evaluate_runs
+from training.evaluate import evaluate_runs, run_config
 from training.search_clips import search_clips
 
 pytestmark = pytest.mark.integration
@@ -42,6 +44,11 @@ def test_train_makes_one_run_per_head_and_a_rerun_finds_them_finished(trained: t
         assert [json.loads(line)["step"] for line in lines] == [10, 20, 30]
     again = learning.train(MODEL, list(DATASETS), "toy", ["pooled"], root=str(root), options=OPTIONS)
     assert again[0].result.step == 30 and again[0].result.best_metrics == summaries[1].result.best_metrics
+    configs = learning.train_configs(MODEL, list(DATASETS), "toy", ["frames", "pooled"], options=OPTIONS)
+    found = learning.already_trained(configs, DataRoot(root))
+    assert found is not None and [s.result.best_metrics for s in found] == [s.result.best_metrics for s in summaries]
+    longer = learning.train_configs(MODEL, list(DATASETS), "toy", ["pooled"], options={**OPTIONS, "max_steps": 40})
+    assert learning.already_trained(longer, DataRoot(root)) is None, "another configuration is not finished"
 
 
 def test_evaluate_compares_both_heads_with_their_untrained_twins_and_the_seed_baselines(
@@ -59,6 +66,14 @@ def test_evaluate_compares_both_heads_with_their_untrained_twins_and_the_seed_ba
     assert "untrained pooled (baseline)" in text and f"{int(candidates)}" in text
     for picture in ("similarity.png", "map.png", "recall.png"):
         assert (report.parent / picture).stat().st_size > 1000 and f"]({picture})" in text
+
+    data = DataRoot(root)
+    settling = evaluation_settling(data, "toy", ["toy-frames", "toy-pooled"],
+                                   [run_config(data, run) for run in ("toy-frames", "toy-pooled")], "cpu", None)
+    assert settling.found() == json.loads(json.dumps(result)), "the same runs on the same data: the report is kept"
+    shard = next(data.path.glob("embeddings/*/*/*/shard-*.h5"))
+    os.utime(shard)  # a shard rewritten in place (its mtime moves): the data may differ now
+    assert settling.found() is None
 
 
 def test_evaluate_scores_the_tag_families_it_is_given_for_every_contender(trained: tuple[Path, list]) -> None:
