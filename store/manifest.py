@@ -161,7 +161,7 @@ def manifest_ids(path: Path) -> list[str]:
     """The item ids of a manifest, reading that one column only."""
     if not path.exists():
         return []
-    table = skip_damaged(path, lambda p: pq.read_table(p, columns=["item_id"]))
+    table = skip_damaged(path, lambda p: pq.ParquetFile(p).read(columns=["item_id"]))
     return table.column("item_id").to_pylist() if table is not None else []
 
 

@@ -122,6 +122,25 @@ def test_concurrent_writers_readers_and_compactions_lose_no_record(tmp_path: Pat
 
 
 COMPACT = "import sys; from pathlib import Path; from store.status import compact; compact(Path(sys.argv[1]), after=1)"
+PAUSED = """
+import sys, time
+from pathlib import Path
+import pyarrow.parquet as pq
+from store.status import compact
+write, unlink = pq.write_table, Path.unlink
+def written(*args, **kwargs):  # the index is whole under its temporary name, not yet renamed
+    write(*args, **kwargs)
+    time.sleep(60)
+def unlinked(self, *args, **kwargs):  # the index has its name; nothing is deleted yet
+    time.sleep(60)
+    return unlink(self, *args, **kwargs)
+if sys.argv[2] == "writing the index":
+    pq.write_table = written
+else:
+    Path.unlink = unlinked
+compact(Path(sys.argv[1]), after=1)
+"""
+"""Compacts, pausing at one moment so that the SIGKILL lands there whatever the machine's load."""
 
 
 @pytest.mark.parametrize("moment", ["writing the index", "after the index appeared"])
@@ -129,15 +148,15 @@ def test_a_compaction_killed_at_any_moment_loses_nothing(moment: str, tmp_path: 
     directory = _status_dir(tmp_path)
     _writer(str(directory), 0, 40)
     compact(directory, after=1)
-    _writer(str(directory), 1, 1500)
+    _writer(str(directory), 1, 300)
     expected = read_status(directory)
     indexes = _files(directory, INDEX_PREFIX)
     ready = {
         "writing the index": lambda: any(p.name.startswith(f".{INDEX_PREFIX}") for p in directory.iterdir()),
         "after the index appeared": lambda: _files(directory, INDEX_PREFIX) != indexes,
     }[moment]
-    killed = run_until([sys.executable, "-c", COMPACT, str(directory)], dict(os.environ), ready, timeout=120)
-    assert killed, "the compaction finished before the moment to kill it"
+    killed = run_until([sys.executable, "-c", PAUSED, str(directory), moment], dict(os.environ), ready, timeout=120)
+    assert killed, f"the compaction never reached the moment: {moment}"
     assert read_status(directory) == expected
     finished = subprocess.run([sys.executable, "-c", COMPACT, str(directory)], capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
