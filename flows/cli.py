@@ -352,17 +352,21 @@ def train(model: Annotated[str, typer.Option(help="Audio embedder whose space th
              "eval_every": eval_every, "checkpoint_every": eval_every, "trackers": tracker, "devices": devices}
     options = {k: v for k, v in given.items() if v is not None} | {"freeze_encoder": freeze_encoder,
                                                                    "device": device}
-    from flows import learning  # torch and transformers load only for the commands that need them
-    from training.distributed import is_main_process, launched_processes
+    from training.distributed import is_main_process, launched_processes  # torch loads only for commands that train
+    from training.run_plans import already_trained, train_configs
 
     if launched_processes() > 1:  # one of the processes torchrun or accelerate launch started: no flow
+        from flows import learning
+
         summaries = learning.train_here(model, dataset, run_id, head, stage2, root_arg(root), options)
         if not is_main_process():
             return
     else:
-        configs = learning.train_configs(model, dataset, run_id, head, stage2, options)
-        summaries = (learning.already_trained(configs, data_root_of(root))
-                     or run(learning.train, model, dataset, run_id, head, stage2, root_arg(root), options))
+        summaries = already_trained(train_configs(model, dataset, run_id, head, stage2, options), data_root_of(root))
+        if summaries is None:
+            from flows import learning  # Prefect loads only when a flow runs
+
+            summaries = run(learning.train, model, dataset, run_id, head, stage2, root_arg(root), options)
     table = Table(title="Training runs")
     for column in ("run", "head", "stage", "steps", "best step", "val t→m R@10", "val t→m MRR", "train/val/test"):
         table.add_column(column)
@@ -388,10 +392,8 @@ def evaluate(runs: Annotated[list[str], typer.Argument(help="Training runs to co
              root: RootOption = None) -> None:
     """Text→music and music→text retrieval of RUNS, their untrained twins and the prototype and linear baselines,
     on the test split or on every item of a benchmark dataset."""
-    from flows import learning
     from flows.settling import evaluation_settling
-    from training.evaluate import run_config
-    from training.evaluate_on import check_benchmark
+    from training.config import run_config
 
     name = name or on or "latest"
     root_path = data_root_of(root)
@@ -399,10 +401,16 @@ def evaluate(runs: Annotated[list[str], typer.Argument(help="Training runs to co
     for run_id in runs:
         run_config(root_path, run_id)
     if on is not None:
+        from training.evaluate_on import check_benchmark
+
         check_benchmark(root_path, runs, on)
     settling = evaluation_settling(root_path, name, runs, [run_config(root_path, run) for run in runs], device, on)
-    kept = settling.found()
-    result = kept or run(learning.evaluate, runs, name, root_arg(root), device, on)
+    result = settling.found()
+    kept = result is not None
+    if result is None:
+        from flows import learning  # Prefect loads only when a flow runs
+
+        result = run(learning.evaluate, runs, name, root_arg(root), device, on)
     print_retrieval(f"{on}, all captions" if on else "Test split", result["results"])
     for subset, results in result["subsets"].items():
         print_retrieval(f"{on}, {subset}", results)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -32,35 +31,20 @@ from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 
 from downloaders import get_source, source_names
-from embedders import embedder_spec
 from flows.progress import artifact_key
 from flows.settling import evaluation_settling
 from store.errors import InvalidInputError
 from store.layout import DataRoot
 from store.settings import load_settings
-from training.config import TrainConfig, read_config
+from training.config import TrainConfig, run_config
 from training.distributed import is_main_process, launched_processes
-from training.evaluate import evaluate_runs, run_config
+from training.evaluate import evaluate_runs
 from training.evaluate_on import evaluate_on
-from training.launch import check_devices, train_in_processes
-from training.tracking import locations, parse_trackers, require_packages
-from training.trainer import StepReport, TrainResult, is_finished, read_finished
+from training.launch import train_in_processes
+from training.run_plans import RunSummary, train_configs
+from training.tracking import locations
+from training.trainer import StepReport, TrainResult
 from training.trainer import train as train_run
-
-HEADS = ("frames", "pooled")
-STAGE2_SUFFIX = "-stage2"
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    config: TrainConfig
-    result: TrainResult
-
-
-def run_ids(run_id: str, heads: list[str], stage2: bool) -> list[str]:
-    """The runs ``train`` makes: one per head, ``<run_id>-<head>``, and its stage-2 continuation."""
-    base = [f"{run_id}-{head}" for head in heads]
-    return base + [f"{name}{STAGE2_SUFFIX}" for name in base] if stage2 else base
 
 
 def _train_run_name() -> str:
@@ -85,52 +69,6 @@ def train(model: str = "dsp", datasets: list[str] | None = None, run_id: str | N
     data_root = DataRoot(load_settings(root=root).root)
     configs = train_configs(model, datasets, run_id, heads, stage2_mse_weight, options)
     return [_train_one(config, data_root) for config in configs]
-
-
-def train_configs(model: str = "dsp", datasets: list[str] | None = None, run_id: str | None = None,
-                  heads: list[str] | None = None, stage2_mse_weight: float = 0.0,
-                  options: dict[str, Any] | None = None) -> list[TrainConfig]:
-    """The runs :func:`train` makes, in order (each stage-2 run right after the stage-1 run it starts from).
-
-    Every check of the user's choices happens here (the model, the heads, the run id, each training option), so
-    the CLI calls it before starting the flow and a mistake is said at once, before any flow run."""
-    datasets = datasets or ["synthetic"]
-    heads = heads or list(HEADS)
-    unknown = sorted(set(heads) - set(HEADS))
-    if unknown:
-        raise InvalidInputError(f"unknown head(s) {', '.join(unknown)}; heads are {', '.join(HEADS)}")
-    unknown_options = sorted(set(options or {}) - {f.name for f in fields(TrainConfig)})
-    if unknown_options:
-        raise InvalidInputError(f"unknown training option(s) {', '.join(unknown_options)}")
-    run_id = run_id or f"{model}-{'-'.join(datasets)}"
-    space = embedder_spec(model).space
-    options = dict(options or {})
-    if "trackers" in options:
-        options["trackers"] = parse_trackers(options["trackers"])
-    configs = []
-    for head in heads:
-        stage1 = TrainConfig(model=model, datasets=tuple(datasets), run_id=f"{run_id}-{head}", head=head,
-                             space=space, **options)
-        configs.append(stage1)
-        if stage2_mse_weight > 0:
-            configs.append(TrainConfig(**{**stage1.to_json(), "run_id": stage1.run_id + STAGE2_SUFFIX, "stage": 2,
-                                          "mse_weight": stage2_mse_weight, "init_from": stage1.run_id}))
-    require_packages(configs[0].trackers)
-    if launched_processes() == 1:  # a launcher's processes may span machines: it counted them
-        check_devices(configs[0])
-    return configs
-
-
-def already_trained(configs: list[TrainConfig], root: DataRoot) -> list[RunSummary] | None:
-    """The summaries of ``configs`` when every run has finished with that configuration, read from their
-    ``finished.json``: what :func:`train` would return without training, known without starting a flow."""
-    summaries = []
-    for config in configs:
-        run_dir = root.runs_dir() / config.run_id
-        if not is_finished(run_dir) or config.differences(read_config(run_dir / "config.json")):
-            return None
-        summaries.append(RunSummary(config, read_finished(run_dir)))
-    return summaries
 
 
 def train_here(model: str = "dsp", datasets: list[str] | None = None, run_id: str | None = None,

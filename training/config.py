@@ -8,15 +8,18 @@ state and schedule only make sense for the settings that produced them), except 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from store.errors import InvalidInputError
+from store.errors import InvalidInputError, MissingInputError
+from store.layout import DataRoot
 from store.names import InvalidNameError, check_name
-from training.data import check_fractions
-from training.model import DEFAULT_ENCODER, HEADS
 from training.tracking import DEFAULT_TRACKERS, TRACKERS
+
+DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+HEADS = ("frames", "pooled")
 
 RESUMABLE_CHANGES = frozenset({"device", "devices", "num_workers", "trackers"})
 
@@ -127,4 +130,18 @@ class TrainConfig:
 
 
 def read_config(path: Path) -> TrainConfig:
+    return TrainConfig.from_json(json.loads(path.read_text()))
+
+
+def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-9:
+        raise ValueError(f"split fractions must be three non-negative numbers (train, val, test) summing to 1, "
+                         f"got {tuple(fractions)}")
+    return (float(fractions[0]), float(fractions[1]), float(fractions[2]))
+
+
+def run_config(root: DataRoot, run_id: str) -> TrainConfig:
+    path = root.run_dir(run_id) / "config.json"
+    if not path.is_file():
+        raise MissingInputError(f"no training run {run_id!r} under {root.runs_dir()}; `musictext train` makes one")
     return TrainConfig.from_json(json.loads(path.read_text()))

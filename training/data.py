@@ -36,6 +36,7 @@ from store.layout import DataRoot
 from store.manifest import ManifestRow, read_manifest
 from store.shard_index import vector_locations
 from store.splits import HELD_OUT_SPLIT, SPLITS, canonical_split
+from training.config import check_fractions
 
 _HELD_OUT = {name: rank for rank, name in enumerate(SPLITS)}
 
@@ -135,13 +136,6 @@ def hashed_split(group: str, fractions: tuple[float, float, float], seed: int) -
         if position < bound:
             return name
     return SPLITS[-1]
-
-
-def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-9:
-        raise ValueError(f"split fractions must be three non-negative numbers (train, val, test) summing to 1, "
-                         f"got {tuple(fractions)}")
-    return (float(fractions[0]), float(fractions[1]), float(fractions[2]))
 
 
 def load_splits(

@@ -19,16 +19,15 @@ this layer, so the caller passes their families in (``tag_families``, dataset â†
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from store.errors import InvalidInputError, MissingInputError
+from store.errors import InvalidInputError
 from store.layout import DataRoot
-from training.config import TrainConfig
+from training.config import TrainConfig, run_config
 from training.contenders import Contenders, build_contenders, confusion_figures
 from training.data import Splits, load_splits
 from training.leak import refuse_trained_groups
@@ -53,13 +52,6 @@ class Evaluation:
     best_run: str
     subsets: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     """Named parts of the evaluation set (a benchmark's validated captions), scored the same way."""
-
-
-def run_config(root: DataRoot, run_id: str) -> TrainConfig:
-    path = root.run_dir(run_id) / "config.json"
-    if not path.is_file():
-        raise MissingInputError(f"no training run {run_id!r} under {root.runs_dir()}; `musictext train` makes one")
-    return TrainConfig.from_json(json.loads(path.read_text()))
 
 
 def run_configs(root: DataRoot, run_ids: Sequence[str]) -> dict[str, TrainConfig]:

@@ -30,9 +30,8 @@ from torch import nn
 
 from embedders.enrichment import IQR_OF_UNIT_NORMAL
 from store.errors import InvalidInputError, MissingInputError
+from training.config import DEFAULT_ENCODER, HEADS
 
-DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
-HEADS = ("frames", "pooled")
 CONFIG_FILE = "text_embedder.json"
 HEAD_FILE = "head.safetensors"
 ENCODER_DIR = "encoder"

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from store.errors import InvalidInputError, MissingInputError
 from store.layout import DataRoot
-from training.config import TrainConfig
-from training.evaluate import run_config
+from training.config import TrainConfig, run_config
 from training.trainer import checkpoint_model_dir, is_finished
 
 

@@ -16,7 +16,9 @@ from downloaders import get_source
 from flows import learning
 from flows.settling import evaluation_settling
 from store.layout import DataRoot
-from training.evaluate import evaluate_runs, run_config
+from training.config import run_config
+from training.evaluate import evaluate_runs
+from training.run_plans import already_trained, train_configs
 from training.search_clips import search_clips
 
 pytestmark = pytest.mark.integration
@@ -44,11 +46,11 @@ def test_train_makes_one_run_per_head_and_a_rerun_finds_them_finished(trained: t
         assert [json.loads(line)["step"] for line in lines] == [10, 20, 30]
     again = learning.train(MODEL, list(DATASETS), "toy", ["pooled"], root=str(root), options=OPTIONS)
     assert again[0].result.step == 30 and again[0].result.best_metrics == summaries[1].result.best_metrics
-    configs = learning.train_configs(MODEL, list(DATASETS), "toy", ["frames", "pooled"], options=OPTIONS)
-    found = learning.already_trained(configs, DataRoot(root))
+    configs = train_configs(MODEL, list(DATASETS), "toy", ["frames", "pooled"], options=OPTIONS)
+    found = already_trained(configs, DataRoot(root))
     assert found is not None and [s.result.best_metrics for s in found] == [s.result.best_metrics for s in summaries]
-    longer = learning.train_configs(MODEL, list(DATASETS), "toy", ["pooled"], options={**OPTIONS, "max_steps": 40})
-    assert learning.already_trained(longer, DataRoot(root)) is None, "another configuration is not finished"
+    longer = train_configs(MODEL, list(DATASETS), "toy", ["pooled"], options={**OPTIONS, "max_steps": 40})
+    assert already_trained(longer, DataRoot(root)) is None, "another configuration is not finished"
 
 
 def test_evaluate_compares_both_heads_with_their_untrained_twins_and_the_seed_baselines(
