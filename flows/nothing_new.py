@@ -18,14 +18,7 @@ from typing import Any
 from downloaders import get_source
 from downloaders.base import SourceContext
 from embedders import embedder_spec
-from flows.settling import (
-    Settling,
-    acquire_settling,
-    catalog_settling,
-    embed_settling,
-    preprocess_settling,
-    verify_settling,
-)
+from flows import settling
 from flows.summary import StageSummary
 from store.layout import DataRoot
 from store.manifest import canonical_row
@@ -43,7 +36,7 @@ def catalog_unchanged(root: DataRoot, settings: Settings, dataset: str, options:
         listed = [canonical_row(row) for row in source.catalog(SourceContext(root, settings, options, limit))]
     except Exception:
         return None
-    return catalog_settling(root, dataset, listed).settled()
+    return settling.catalog_settling(root, dataset, listed).settled()
 
 
 def settled_run(datasets: Sequence[str], options: dict[str, dict[str, Any]], limit: int | None,
@@ -59,14 +52,14 @@ def settled_run(datasets: Sequence[str], options: dict[str, dict[str, Any]], lim
     for dataset in datasets:
         if "ingest" in stages:
             checks += [lambda d=dataset: catalog_unchanged(data_root, settings, d, options.get(d, {}), limit),
-                       acquire_settling(data_root, dataset, options.get(dataset, {})).settled]
+                       settling.acquire_settling(data_root, dataset, options.get(dataset, {})).settled]
         if "preprocess" in stages:
-            checks.append(preprocess_settling(data_root, dataset).settled)
+            checks.append(settling.preprocess_settling(data_root, dataset).settled)
         if "embed" in stages:
-            checks += [embed_settling(data_root, dataset, model, embedder_spec(model).space).settled
+            checks += [settling.embed_settling(data_root, dataset, model, embedder_spec(model).space).settled
                        for model in models]
         if "verify" in stages:
-            checks.append(verify_settling(data_root, dataset, list(models), settings).settled)
+            checks.append(settling.verify_settling(data_root, dataset, list(models), settings).settled)
     summaries = []
     for check in checks:
         summary = check()
@@ -76,7 +69,7 @@ def settled_run(datasets: Sequence[str], options: dict[str, dict[str, Any]], lim
     return summaries
 
 
-def unless_settled(settling: Settling, force: bool, run: Callable[[], StageSummary]) -> StageSummary:
+def unless_settled(stage: settling.Settling, force: bool, run: Callable[[], StageSummary]) -> StageSummary:
     """``run()``, unless the stage is settled (and not forced): then its counts, without starting its flow."""
-    found = None if force else settling.settled()
+    found = None if force else stage.settled()
     return found if found is not None else run()

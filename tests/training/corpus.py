@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,7 @@ from embedders.enrichment import ENRICHMENT, enrich
 from store.layout import DataRoot
 from store.manifest import ManifestRow, canonical_row, write_manifest
 from store.shards import ShardAttributes, ShardWriter
+from training.config import TrainConfig
 
 MODEL = "dsp"
 SPACE = embedder_spec(MODEL).space
@@ -163,3 +165,12 @@ def write_shards(root: DataRoot, dataset: str, vectors: dict[str, np.ndarray], m
         with ShardWriter(root.shard_dir(model, dataset, spec.space), attrs) as writer:
             writer.append(part, np.stack([vectors[item_id] for item_id in part]).astype(np.float32),
                           [3 * FRAMES_PER_WORD] * len(part))
+
+
+def small_config(run_id: str, **settings: Any) -> TrainConfig:
+    """A pooled, frozen-encoder run on the corpus of :func:`build_corpus` (``official_splits=False``: 60/40 train and
+    validation), short enough for a test; ``settings`` set the rest (steps, batch size, evaluation) and override."""
+    base: dict[str, Any] = {"model": MODEL, "space": SPACE, "datasets": DATASETS, "run_id": run_id, "head": "pooled",
+                            "freeze_encoder": True, "lr": 3e-3, "patience": None, "fractions": (0.6, 0.4, 0.0),
+                            "max_length": 32, "device": "cpu"}
+    return TrainConfig(**{**base, **settings})

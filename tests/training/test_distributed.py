@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import torch
-from corpus import DATASETS, MODEL, SPACE, Corpus, build_corpus
+from corpus import Corpus, build_corpus, small_config
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -42,12 +42,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
 
 
 def _config(run_id: str, **overrides: Any) -> TrainConfig:
-    settings: dict[str, Any] = {
-        "model": MODEL, "space": SPACE, "datasets": DATASETS, "run_id": run_id, "head": "pooled",
-        "freeze_encoder": True, "batch_size": 16, "lr": 3e-3, "warmup_steps": 3, "max_steps": 20, "eval_every": 10,
-        "checkpoint_every": 10, "patience": None, "fractions": (0.6, 0.4, 0.0), "max_length": 32, "device": "cpu",
-    }
-    return TrainConfig(**{**settings, **overrides})
+    return small_config(run_id, **{"batch_size": 16, "warmup_steps": 3, "max_steps": 20, "eval_every": 10,
+                                   "checkpoint_every": 10, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from corpus import DATASETS, MODEL, SPACE, Corpus, build_corpus
+from corpus import DATASETS, MODEL, Corpus, build_corpus, small_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
@@ -30,13 +30,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
 
 
 def _config(run_id: str, **overrides: Any) -> TrainConfig:
-    settings: dict[str, Any] = {
-        "model": MODEL, "space": SPACE, "datasets": DATASETS, "run_id": run_id, "head": "pooled",
-        "freeze_encoder": True, "batch_size": 8, "lr": 3e-3, "warmup_steps": 2, "max_steps": 6, "eval_every": 3,
-        "checkpoint_every": 3, "patience": None, "fractions": (0.6, 0.4, 0.0), "max_length": 32, "val_limit": 12,
-        "device": "cpu",
-    }
-    return TrainConfig(**{**settings, **overrides})
+    return small_config(run_id, **{"batch_size": 8, "warmup_steps": 2, "max_steps": 6, "eval_every": 3,
+                                   "checkpoint_every": 3, "val_limit": 12, **overrides})
 
 
 def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
