@@ -10,8 +10,8 @@ vectors per unit. Then it measures, and prints, never asserts:
 * ``musictext pipeline --dataset synthetic --model dsp`` as a subprocess, exactly what a user gets (embedded
   Prefect, ``PREFECT_API_URL`` unset): run 1 (verify reads every vector once and records the sound shards) and run
   2 (the steady-state no-op), wall time and peak RSS;
-* reading the manifest's Arrow table and each planner, in a child process of its own: time and that process's peak
-  RSS (the imports, the manifest's table, a batch of its rows and the planner);
+* checking the manifest (every row decoded, as the flows do before planning) and each planner, in a child process of
+  its own: time and that process's peak RSS (the imports, a row group and a batch of rows, and the planner);
 * ``musictext status``;
 
 and the growth per 10× items between consecutive sizes. Run 1 is the first run after an upgrade (or with the stamps
@@ -55,7 +55,7 @@ from embedders.runtime import shard_attributes
 from flows.plan import Plan, chunks, plan_acquire, plan_embed, plan_preprocess, plan_verify
 from store import __version__
 from store.layout import DataRoot, make_item_id
-from store.manifest import ManifestRow, canonical_row, manifest_rows, read_manifest_table, write_manifest
+from store.manifest import ManifestRow, canonical_row, count_manifest, iter_manifest, write_manifest
 from store.settings import load_settings
 from store.shards import ShardAttributes, ShardWriter
 from store.status import StatusRecord, unit_name, write_status
@@ -63,7 +63,7 @@ from store.status import StatusRecord, unit_name, write_status
 DATASET = "synthetic"
 MODEL = "dsp"
 MUSICTEXT = Path(sys.executable).with_name("musictext")
-PLANNERS = ("read_manifest_table", "plan_acquire", "plan_preprocess", "plan_embed", "plan_verify")
+PLANNERS = ("count_manifest", "plan_acquire", "plan_preprocess", "plan_embed", "plan_verify")
 LAUNCHER = """
 import json, os, subprocess, sys, time
 started = time.perf_counter()
@@ -156,7 +156,7 @@ def build_corpus(path: Path, size: int) -> None:
 def _planner(name: str, root: DataRoot) -> Callable[[Iterable[ManifestRow]], Plan | None]:
     space = embedder_spec(MODEL).space
     return {
-        "read_manifest_table": lambda rows: None,
+        "count_manifest": lambda rows: None,
         "plan_acquire": lambda rows: plan_acquire(rows, root, get_source(DATASET), force=False),
         "plan_preprocess": lambda rows: plan_preprocess(rows, root, DATASET, force=False),
         "plan_embed": lambda rows: plan_embed(rows, root, DATASET, MODEL, space, force=False),
@@ -165,16 +165,16 @@ def _planner(name: str, root: DataRoot) -> Callable[[Iterable[ManifestRow]], Pla
 
 
 def measure_planner(path: Path, name: str) -> dict[str, float | int | str]:
-    """In this (child) process: ``name``'s seconds (reading the manifest's Arrow table for ``read_manifest_table``,
-    the plan for the others, given the table's rows a batch at a time as the flows give them) and the process's peak
-    RSS; what is left to do, which must be nothing."""
+    """In this (child) process: ``name``'s seconds (decoding and checking every row of the manifest for
+    ``count_manifest``, as the flows do first; the plan for the others, given the rows a batch at a time from the file
+    as the flows give them) and the process's peak RSS; what is left to do, which must be nothing."""
     root = DataRoot(path)
     planner = _planner(name, root)
     started = time.perf_counter()
-    table = read_manifest_table(root.manifest(DATASET))
+    count_manifest(root.manifest(DATASET))
     read_s = time.perf_counter() - started
     started = time.perf_counter()
-    plan = planner(manifest_rows(table))
+    plan = planner(iter_manifest(root.manifest(DATASET)))
     plan_s = time.perf_counter() - started
     left = "" if plan is None else f"todo {len(plan.todo)}, adopt {len(plan.adopt)}, done {plan.done}"
     return {"seconds": read_s if plan is None else plan_s, "peak_mib": _own_peak_mib(), "note": left}

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -52,14 +51,16 @@ from store.layout import DataRoot
 from store.manifest import (
     ManifestRow,
     canonical_row,
-    manifest_rows,
+    count_manifest,
+    iter_manifest,
+    manifest_ids,
     merge_rows,
     read_manifest_table,
     write_manifest,
 )
 from store.quarantine import quarantined
 from store.settings import Settings, load_settings
-from store.status import compact, read_status
+from store.status import compact, failures, read_status
 from verification.audio import Problem
 from verification.report import Checks, Target, dataset_report, shard_record_path, target_label, write_report
 from verification.shards import Expected, check_model_shards, old_space_problems
@@ -218,13 +219,14 @@ def check_manifest(root: DataRoot, dataset: str) -> None:
     raise SourceError(f"no manifest for {dataset!r} under {root.path}: run `musictext ingest {dataset}` first")
 
 
-def _manifest(root: DataRoot, dataset: str) -> pa.Table:
-    """The manifest as Arrow (planners read its rows a batch at a time, :func:`store.manifest.manifest_rows`)."""
-    table = read_manifest_table(root.manifest(dataset))  # sets a damaged manifest aside
+def _manifest(root: DataRoot, dataset: str) -> Path:
+    """The manifest's path, once every row of it was decoded and checked (a damaged one is set aside here):
+    planners then read its rows a batch at a time (:func:`store.manifest.iter_manifest`), never all at once."""
+    rows = count_manifest(root.manifest(dataset))
     check_manifest(root, dataset)
-    if not table.num_rows:
+    if not rows:
         raise SourceError(f"the manifest of {dataset!r} at {root.manifest(dataset)} has no items")
-    return table
+    return root.manifest(dataset)
 
 
 def _empty_catalog(root: DataRoot, dataset: str, limit: int | None) -> SourceError:
@@ -275,8 +277,8 @@ def acquire(dataset: str, options: dict[str, Any] | None = None, force: bool = F
         _sweep(data_root, dataset)
         settling = acquire_settling(data_root, dataset, options or {})
         before = settling.before()
-        table = _manifest(data_root, dataset)
-        plan = plan_acquire(manifest_rows(table), data_root, source, force=force)
+        manifest = _manifest(data_root, dataset)
+        plan = plan_acquire(iter_manifest(manifest), data_root, source, force=force)
         ctx = SourceContext(data_root, settings, options or {})
         units = chunks(plan.todo, settings.unit_size)
         with unit_runner(dask, dask_address, settings.workers) as runner:
@@ -284,7 +286,7 @@ def acquire(dataset: str, options: dict[str, Any] | None = None, force: bool = F
                                  [len(u) for u in units], runner)
         summary = StageSummary.from_plan(dataset, "acquire", plan, results)
         _settle(data_root.status_dir("acquire", dataset), settling, before, summary, results,
-                own={source.audio_path(row, data_root).parent for row in manifest_rows(table)})
+                own={source.audio_path(row, data_root).parent for row in iter_manifest(manifest)})
     return _publish(summary, data_root)
 
 
@@ -297,7 +299,7 @@ def preprocess(dataset: str, force: bool = False, root: str | None = None, dask:
         _sweep(data_root, dataset)
         settling = preprocess_settling(data_root, dataset)
         before = settling.before()
-        plan = plan_preprocess(manifest_rows(_manifest(data_root, dataset)), data_root, dataset, force=force)
+        plan = plan_preprocess(iter_manifest(_manifest(data_root, dataset)), data_root, dataset, force=force)
         units = spread(plan.todo, settings.unit_size, settings.workers)
         adopted = [adopt_task(plan.adopt, data_root, label=f"adopt-clips-{dataset}")] if plan.adopt else []
         with unit_runner(dask, dask_address, settings.workers) as runner:
@@ -340,7 +342,7 @@ def embed(dataset: str, model: str = "dsp", force: bool = False, root: str | Non
         _sweep(data_root, dataset)
         settling = embed_settling(data_root, dataset, model, spec.space)
         before = settling.before()
-        plan = plan_embed(manifest_rows(_manifest(data_root, dataset)), data_root, dataset, model, spec.space,
+        plan = plan_embed(iter_manifest(_manifest(data_root, dataset)), data_root, dataset, model, spec.space,
                           force=force)
         units = chunks([r.item_id for r in plan.todo], settings.unit_size)
         unit_device = devices[0] if len(devices) == 1 else None
@@ -377,22 +379,21 @@ def verify(dataset: str, models: list[str] | None = None, root: str | None = Non
     with one_run_at_a_time(data_root, "verify", dataset):
         settling = verify_settling(data_root, dataset, models, settings)
         before = settling.before()
-        table = _manifest(data_root, dataset)
-        plan = plan_verify(manifest_rows(table), data_root, dataset)
+        manifest = _manifest(data_root, dataset)
+        plan = plan_verify(iter_manifest(manifest), data_root, dataset)
         units = chunks(plan.todo, settings.unit_size)
         with unit_runner(dask, dask_address, settings.workers) as runner:
             results = _run_units("verify", dataset, verify_task, [(u, data_root, settings) for u in units],
                                  [len(u) for u in units], runner)
-        manifest_ids = set(table.column("item_id").to_pylist())
-        verified = [r for item_id, r in read_status(data_root.status_dir("verify", dataset)).items()
-                    if item_id in manifest_ids]
+        in_manifest = set(manifest_ids(manifest))
+        failed, passed = failures(data_root.status_dir("verify", dataset))
+        problems = [r for item_id, r in failed.items() if item_id in in_manifest]
         current, old = _embedding_targets(data_root, dataset, models)
         checks = Checks(
-            clips_checked=len(verified),
-            clip_problems=[Problem(r.item_id, r.reason or "unspecified", r.detail or "")
-                           for r in verified if not r.is_ok],
+            clips_checked=len(passed & in_manifest) + len(problems),
+            clip_problems=[Problem(r.item_id, r.reason or "unspecified", r.detail or "") for r in problems],
             shards={target_label(t): check_model_shards(data_root.shard_dir(t[1], dataset, t[0]),
-                                                         _expected(embedder_spec(t[1])), manifest_ids=manifest_ids,
+                                                         _expected(embedder_spec(t[1])), manifest_ids=in_manifest,
                                                          record=shard_record_path(data_root, dataset, t))
                     for t in current},
             old_spaces=old_space_problems(old, {name: spec.space for name, spec in embedder_specs().items()}),

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from store.atomic import atomic_path
-from store.quarantine import read_parquet, skip_damaged
+from store.quarantine import conformed, read_parquet, skip_damaged
 from store.splits import HELD_OUT_SPLIT, canonical_split
 
 SCHEMA = pa.schema(
@@ -148,13 +148,30 @@ def read_manifest(path: Path) -> list[ManifestRow]:
 
 
 ROWS_PER_BATCH = 10_000
+ROW_GROUP = 50_000
+"""Rows per Parquet row group: a reader that streams the manifest holds one group's pages at a time."""
 
 
-def manifest_rows(table: pa.Table) -> Iterator[ManifestRow]:
-    """The rows of a manifest table, made ``ROWS_PER_BATCH`` at a time: a plan over a million rows holds the
-    compact Arrow table and one batch of Python rows, not a million of them."""
-    for batch in table.to_batches(max_chunksize=ROWS_PER_BATCH):
-        yield from table_to_rows(pa.Table.from_batches([batch], schema=table.schema))
+def iter_manifest(path: Path) -> Iterator[ManifestRow]:
+    """The rows of the manifest at ``path``, decoded from the file ``ROWS_PER_BATCH`` at a time: planning a million
+    rows holds one row group and one batch of Python rows, not the manifest. A damaged batch raises; flows check the
+    file first (:func:`count_manifest`), which sets a damaged one aside."""
+    for table in _checked_batches(path):
+        yield from table_to_rows(table)
+
+
+def count_manifest(path: Path) -> int:
+    """How many rows the manifest at ``path`` has, decoding and checking every one (in bounded memory); 0 when there
+    is none, or it was damaged and is now set aside (:mod:`store.quarantine`)."""
+    if not path.exists():
+        return 0
+    return skip_damaged(path, lambda p: sum(table.num_rows for table in _checked_batches(p))) or 0
+
+
+def _checked_batches(path: Path) -> Iterator[pa.Table]:
+    with pq.ParquetFile(path) as parquet:
+        for batch in parquet.iter_batches(batch_size=ROWS_PER_BATCH):
+            yield conformed(pa.Table.from_batches([batch]), SCHEMA)
 
 
 def manifest_ids(path: Path) -> list[str]:
@@ -168,7 +185,7 @@ def manifest_ids(path: Path) -> list[str]:
 def write_manifest(path: Path, rows: Iterable[ManifestRow] | pa.Table) -> None:
     table = rows if isinstance(rows, pa.Table) else rows_to_table(rows)
     with atomic_path(path) as temp:
-        pq.write_table(table, temp, compression="zstd")
+        pq.write_table(table, temp, compression="zstd", row_group_size=ROW_GROUP)
 
 
 MERGE_BATCH = 10_000

@@ -74,7 +74,11 @@ def read_parquet(path: Path, schema: pa.Schema) -> pa.Table:
     records). Read with ``ParquetFile``, not ``read_table``: the dataset layer that one loads (and pandas with it)
     costs half a second of a command that only counts."""
     with pq.ParquetFile(path) as parquet:
-        table = parquet.read()
+        return conformed(parquet.read(), schema)
+
+
+def conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` as ``schema`` (a column it lacks is all nulls), fully validated: damage shows here."""
     columns = [table.column(field.name).cast(field.type) if field.name in table.column_names
                else pa.nulls(table.num_rows, field.type) for field in schema]
     table = pa.Table.from_arrays(columns, schema=schema)

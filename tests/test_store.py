@@ -387,3 +387,18 @@ def test_embedded_ids_come_from_a_cache_that_follows_the_shards(tmp_path: Path) 
     cache.write_bytes(b"not parquet")
     assert embedded_ids(directory) == {"d:z", "d:b"}, "a damaged cache is rebuilt from the shards"
     assert pq.ParquetFile(cache).read().num_rows == 2
+
+
+def test_a_manifest_streams_in_batches_and_a_damaged_one_is_set_aside(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(manifest, "ROWS_PER_BATCH", 3)
+    monkeypatch.setattr(manifest, "ROW_GROUP", 4)
+    path = DataRoot(tmp_path).manifest("d")
+    rows = [_row(str(i), captions=(f"caption {i}",)) for i in range(10)]
+    write_manifest(path, rows)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 3
+    assert list(manifest.iter_manifest(path)) == rows and manifest.count_manifest(path) == 10
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert manifest.count_manifest(path) == 0 and not path.exists()
+    assert list((tmp_path / "quarantine" / "manifests").glob("d.parquet.*"))

@@ -20,7 +20,7 @@ import soundfile as sf
 from store import __version__
 from store.atomic import write_text_atomic
 from store.layout import DataRoot, item_key
-from store.manifest import ManifestRow, manifest_ids, manifest_rows, read_manifest_table
+from store.manifest import ManifestRow, iter_manifest, manifest_ids
 from store.names import check_name
 from store.quarantine import Quarantined, quarantined
 from store.shard_ids import embedded_ids
@@ -197,13 +197,12 @@ def stage_summary(
 def dataset_report(root: DataRoot, dataset: str, *, targets: Sequence[Target], checks: Checks) -> DatasetReport:
     """The report of one dataset after the verify checks ran; reads manifests, records, clips and shards."""
     manifest = root.manifest(dataset)
-    table = read_manifest_table(manifest)
+    item_ids = manifest_ids(manifest)
     if not manifest.exists():  # never catalogued, or damaged and just set aside
         raise FileNotFoundError(f"{dataset} has no manifest at {manifest}; "
                                 f"run `musictext ingest {dataset}` first")
-    item_ids = table.column("item_id").to_pylist()
     preprocessed = _preprocessed(root, dataset, item_ids)
-    durations = _durations(root, dataset, manifest_rows(table), preprocessed)
+    durations = _durations(root, dataset, iter_manifest(manifest), preprocessed)
     embedded = {
         target: checks.shards[target_label(target)].item_ids if target_label(target) in checks.shards
         else embedded_ids(root.shard_dir(target[1], dataset, target[0]))
