@@ -7,7 +7,6 @@ Outputs are the truth (a clip file, an id in a shard); status records add what o
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,8 @@ class Plan:
     skipped: int = 0
     adopt: list[ManifestRow] = field(default_factory=list)
     """Outputs that only need their status record (finished by an interrupted run, or their record was lost)."""
+    folders: set[Path] = field(default_factory=set)
+    """The folders the plan looked in for each item's output (acquire's audio folders), for the stage's stamp."""
 
     @property
     def total(self) -> int:
@@ -73,8 +74,14 @@ def ok_ids(root: DataRoot, stage: str, dataset: str) -> set[str]:
 
 def plan_acquire(rows: Iterable[ManifestRow], root: DataRoot, source: Source, *, force: bool) -> Plan:
     records = seen(root.status_dir("acquire", source.name))
-    return _split(rows, lambda r: r.item_id in records.ok and source.audio_path(r, root).exists(),
-                  records.permanent, force)
+    plan = Plan()
+
+    def acquired(row: ManifestRow) -> bool:
+        audio = source.audio_path(row, root)
+        plan.folders.add(audio.parent)
+        return row.item_id in records.ok and audio.exists()
+
+    return _split(rows, acquired, records.permanent, force, plan)
 
 
 def plan_preprocess(rows: Iterable[ManifestRow], root: DataRoot, dataset: str, *, force: bool) -> Plan:
@@ -82,7 +89,7 @@ def plan_preprocess(rows: Iterable[ManifestRow], root: DataRoot, dataset: str, *
     damaged) is adopted."""
     acquired = ok_ids(root, "acquire", dataset)
     records = seen(root.status_dir("preprocess", dataset))
-    clips = _listing(root.clip_dir(dataset))
+    clips = root.clip_names(dataset)
     plan = Plan()
 
     def has_clip(row: ManifestRow) -> bool:
@@ -98,15 +105,10 @@ def plan_preprocess(rows: Iterable[ManifestRow], root: DataRoot, dataset: str, *
     return _split(eligible, has_clip, records.permanent, force, plan)
 
 
-def _listing(directory: Path) -> set[str]:
-    """The names in ``directory``: one listing instead of a ``stat`` per item."""
-    return {entry.name for entry in os.scandir(directory)} if directory.is_dir() else set()
-
-
 def clipped(rows: Iterable[ManifestRow], root: DataRoot, dataset: str) -> Iterator[ManifestRow]:
     """Rows whose canonical clip exists and was recorded as made."""
     made = ok_ids(root, "preprocess", dataset)
-    clips = _listing(root.clip_dir(dataset))
+    clips = root.clip_names(dataset)
     return (r for r in rows if r.item_id in made and root.clip_path(dataset, r.item_id).name in clips)
 
 

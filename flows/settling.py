@@ -64,18 +64,18 @@ class Settling:
         return self._states(self.read)
 
     def settle(self, before: dict[str, Any], summary: StageSummary, records: Iterable[StatusRecord],
-               own: Sequence[Path] = ()) -> None:
+               own: Sequence[Path] = (), note: str = "") -> None:
         """Record the stage as settled after its run, unless an item is left for the next run to retry (a
-        transient failure); ``own`` adds output folders known only once the rows were read."""
+        transient failure). Settled, every item is done but those skipped for a permanent failure. ``own`` adds
+        output folders known only once the rows were read; ``note`` is what the skipping runs repeat (verify's
+        verdict and report)."""
         records = list(records)
         if any(not r.is_ok and not r.is_permanent_failure for r in records):
             forget(self.path)
             return
-        failed_for_good = sum(r.is_permanent_failure for r in records)
-        done = summary.items if summary.stage == "catalog" else summary.done_before + summary.ok
-        counts = {"dataset": summary.dataset, "stage": summary.stage, "items": summary.items, "done": done,
-                  "skipped": summary.skipped_permanent + failed_for_good,
-                  "extra": summary.extra if summary.stage == "verify" else "", "verdict": summary.verdict,
+        skipped = summary.skipped_permanent + sum(r.is_permanent_failure for r in records)
+        counts = {"dataset": summary.dataset, "stage": summary.stage, "items": summary.items,
+                  "done": summary.items - skipped, "skipped": skipped, "extra": note, "verdict": summary.verdict,
                   "at": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"}
         self.keep(before, counts, own)
 

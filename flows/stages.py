@@ -168,11 +168,11 @@ def _run_units(stage: str, dataset: str, unit_task: Any, units: list[tuple], siz
 
 
 def _settle(records: Path, settling: Settling, before: dict[str, Any], summary: StageSummary,
-            results: Sequence[work.UnitResult], own: Iterable[Path] = ()) -> None:
+            results: Sequence[work.UnitResult], own: Iterable[Path] = (), note: str = "") -> None:
     """End a stage run: fold its records into the compacted index, then stamp the stage as settled when it left
     nothing to retry (:mod:`flows.settling`); both under the stage's lock, after the last record is written."""
     compact(records)
-    settling.settle(before, summary, (r for result in results for r in result.records), list(own))
+    settling.settle(before, summary, (r for result in results for r in result.records), list(own), note)
 
 
 # Each unit task takes a ``label`` only to name its run in the UI ("embed-fma-3-of-12").
@@ -285,8 +285,7 @@ def acquire(dataset: str, options: dict[str, Any] | None = None, force: bool = F
             results = _run_units("acquire", dataset, acquire_task, [(u, ctx) for u in units],
                                  [len(u) for u in units], runner)
         summary = StageSummary.from_plan(dataset, "acquire", plan, results)
-        _settle(data_root.status_dir("acquire", dataset), settling, before, summary, results,
-                own={source.audio_path(row, data_root).parent for row in iter_manifest(manifest)})
+        _settle(data_root.status_dir("acquire", dataset), settling, before, summary, results, own=plan.folders)
     return _publish(summary, data_root)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -57,6 +58,11 @@ class DataRoot:
 
     def clip_path(self, dataset: str, item_id: str) -> Path:
         return self.clip_dir(dataset) / f"{item_key(item_id)}.flac"
+
+    def clip_names(self, dataset: str) -> set[str]:
+        """The file names in the clip folder of ``dataset``: one listing instead of a ``stat`` per item."""
+        directory = self.clip_dir(dataset)
+        return {entry.name for entry in os.scandir(directory)} if directory.is_dir() else set()
 
     def status_dir(self, stage: str, dataset: str) -> Path:
         if stage not in STAGES:

@@ -158,13 +158,36 @@ def _latest(table: pa.Table) -> pa.Table:
     return ranked.filter(pa.array(np.append(last, True))).drop_columns(["_order"])
 
 
+@dataclass(frozen=True)
+class _Folder:
+    """One listing of a status folder: its newest readable index and the unit files that index does not cover."""
+
+    directory: Path
+    names: list[str]
+    index_name: str | None
+    index: _Index | None
+
+    @classmethod
+    def listed(cls, directory: Path) -> _Folder:
+        names = _listing(directory)
+        return cls(directory, names, *_newest_index(directory, names))
+
+    @property
+    def covered(self) -> frozenset[str]:
+        return self.index.covers if self.index else frozenset()
+
+    @property
+    def units(self) -> list[str]:
+        return [n for n in self.names if n.startswith(UNIT_PREFIX) and n.endswith(".parquet") and n not in self.covered]
+
+    def tables(self) -> list[pa.Table]:
+        """The index's table and each readable uncovered unit file's (a damaged one is set aside)."""
+        units = (skip_damaged(self.directory / name, lambda path: read_parquet(path, SCHEMA)) for name in self.units)
+        return ([self.index.table] if self.index else []) + [table for table in units if table is not None]
+
+
 def _read_once(directory: Path) -> pa.Table:
-    names = _listing(directory)
-    _, index = _newest_index(directory, names)
-    covered = index.covers if index else frozenset()
-    units = [directory / n for n in names if n.startswith(UNIT_PREFIX) and n.endswith(".parquet") and n not in covered]
-    read = lambda path: read_parquet(path, SCHEMA)  # noqa: E731
-    tables = ([index.table] if index else []) + [t for t in (skip_damaged(u, read) for u in units) if t is not None]
+    tables = _Folder.listed(directory).tables()
     return _latest(pa.concat_tables(tables)) if tables else SCHEMA.empty_table()
 
 
@@ -232,25 +255,19 @@ def compact(directory: Path, *, after: int = COMPACT_AFTER) -> Path | None:
     if not directory.is_dir():
         return None
     with locked(directory / "compaction"):
-        names = _listing(directory)
-        base_name, base = _newest_index(directory, names)
-        covered = base.covers if base else frozenset()
-        units = [n for n in names if n.startswith(UNIT_PREFIX) and n.endswith(".parquet") and n not in covered]
-        if len(units) < after:
+        folder = _Folder.listed(directory)
+        if len(folder.units) < after:
             return None
-        read = lambda path: read_parquet(path, SCHEMA)  # noqa: E731
-        tables = ([base.table] if base else []) + [t for t in (skip_damaged(directory / u, read) for u in units)
-                                                   if t is not None]
-        covers = sorted(covered | set(units))
-        table = _latest(pa.concat_tables(tables))
+        covers = sorted(folder.covered | set(folder.units))
+        table = _latest(pa.concat_tables(folder.tables()))
         table = table.replace_schema_metadata({COVERS_KEY: json.dumps(covers).encode()})
         target = directory / f"{INDEX_PREFIX}{_now():%Y%m%dT%H%M%S%f}.parquet"
         with atomic_path(target) as temp:
             pq.write_table(table, temp, compression="zstd")
-        for name in covered:  # now in two indexes: the previous one (kept as the fallback) and the new one
+        for name in folder.covered:  # now in two indexes: the previous one (kept as the fallback) and the new one
             (directory / name).unlink(missing_ok=True)
-        for name in names:
-            if name.startswith(INDEX_PREFIX) and name != base_name:
+        for name in folder.names:
+            if name.startswith(INDEX_PREFIX) and name != folder.index_name:
                 (directory / name).unlink(missing_ok=True)
         return target
 

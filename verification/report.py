@@ -9,7 +9,6 @@ should never have to guess why an item is missing.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ import soundfile as sf
 
 from store import __version__
 from store.atomic import write_text_atomic
-from store.layout import DataRoot, item_key
+from store.layout import DataRoot
 from store.manifest import ManifestRow, iter_manifest, manifest_ids
 from store.names import check_name
 from store.quarantine import Quarantined, quarantined
@@ -286,10 +285,9 @@ def _stage_inputs(
 
 
 def _preprocessed(root: DataRoot, dataset: str, item_ids: list[str]) -> set[str]:
-    """Items whose canonical clip exists; one directory listing instead of a stat per item."""
-    directory = root.clip_dir(dataset)
-    names = {entry.name for entry in os.scandir(directory)} if directory.is_dir() else set()
-    return {item_id for item_id in item_ids if f"{item_key(item_id)}.flac" in names}
+    """Items whose canonical clip exists."""
+    names = root.clip_names(dataset)
+    return {item_id for item_id in item_ids if root.clip_path(dataset, item_id).name in names}
 
 
 def _durations(
