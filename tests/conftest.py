@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,31 @@ def prefect_logs_to_real_stderr() -> None:
     imports Prefect only inside its commands, and handlers bound to one invocation's captured stream fail on every
     later invocation ("I/O operation on closed file")."""
     import prefect.main  # noqa: F401  (its import sets up the handlers)
+
+
+FAILED_MODULES = pytest.StashKey[set[str]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Iterator[None]:
+    report = yield
+    if report.failed:
+        item.config.stash.setdefault(FAILED_MODULES, set()).add(item.nodeid.split("::")[0])
+    return report
+
+
+@pytest.fixture(autouse=True, scope="module")
+def a_passing_modules_files_go_with_it(request: pytest.FixtureRequest,
+                                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """What a module left under the session's temporary folder (module-scoped corpora and training runs included)
+    goes when the module ends with no failure, as pyproject's retention policy does for a passing test's own
+    folder: kept to the end, the training modules' checkpoints of a real encoder add up to GBs of disk."""
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    yield
+    if request.node.nodeid not in request.config.stash.get(FAILED_MODULES, set()):
+        for path in set(base.iterdir()) - before:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

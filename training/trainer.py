@@ -34,6 +34,7 @@ decisions. The checkpoints are those of one process, and either kind of run resu
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import json
 import math
 import os
@@ -68,6 +69,7 @@ MODEL_DIR = "model"
 TEMP_SUFFIX = ".tmp"
 TRAINER_FILE = "trainer.pt"
 FINISHED_FILE = "finished.json"
+OTHER_CHECKPOINT = {"best": "last", "last": "best"}
 
 
 @dataclass(frozen=True)
@@ -400,6 +402,7 @@ class _Run:
                 "loss": self.loss_fn.state_dict(),
                 "rng": _rng_state(),
             }, temp / TRAINER_FILE)
+            _link_identical(temp, target.with_name(OTHER_CHECKPOINT[which]))
             _swap_in(temp, target)
         finally:
             shutil.rmtree(temp, ignore_errors=True)
@@ -514,6 +517,19 @@ def _line_step(line: str) -> float:
         return json.loads(line)["step"]
     except (json.JSONDecodeError, KeyError, TypeError):
         return math.inf
+
+
+def _link_identical(new: Path, other: Path) -> None:
+    """Make each file of checkpoint ``new`` that is byte-identical to its namesake in checkpoint ``other`` a hard
+    link to it. A frozen encoder (and a ``best`` saved at the step of ``last``) is then stored once, not once per
+    checkpoint: the encoder is most of a checkpoint's size. Safe because checkpoints are only ever replaced whole,
+    never written in place."""
+    for path in new.rglob("*"):
+        twin = other / path.relative_to(new)
+        if path.is_file() and twin.is_file() and filecmp.cmp(path, twin, shallow=False):
+            link = path.with_name(f".{path.name}.link")
+            os.link(twin, link)
+            os.replace(link, path)
 
 
 def _swap_in(temp: Path, target: Path) -> None:

@@ -272,6 +272,10 @@ def test_early_stopping_after_patience_evaluations_without_improvement(corpus: C
     assert result.stopped_early and result.step == 6 and result.best_step == 2
     assert [line["step"] for line in _metrics_lines(result.run_dir)] == [2, 4, 6]
     assert torch.load(result.run_dir / "checkpoints/last/trainer.pt", weights_only=True)["state"]["step"] == 6
+    # The frozen encoder is stored once: best (step 2) and last (step 6) hold one file between them.
+    best, last = (checkpoint_model_dir(result.run_dir, which) / "encoder/model.safetensors"
+                  for which in ("best", "last"))
+    assert best.samefile(last) and best.stat().st_nlink == 2
 
 
 def test_stage_two_starts_from_stage_one_and_adds_the_squared_distance(corpus: Corpus) -> None:
