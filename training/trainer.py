@@ -523,12 +523,15 @@ def _link_identical(new: Path, other: Path) -> None:
     """Make each file of checkpoint ``new`` that is byte-identical to its namesake in checkpoint ``other`` a hard
     link to it. A frozen encoder (and a ``best`` saved at the step of ``last``) is then stored once, not once per
     checkpoint: the encoder is most of a checkpoint's size. Safe because checkpoints are only ever replaced whole,
-    never written in place."""
+    never written in place; on a filesystem without hard links each keeps its own copy."""
     for path in new.rglob("*"):
         twin = other / path.relative_to(new)
         if path.is_file() and twin.is_file() and filecmp.cmp(path, twin, shallow=False):
             link = path.with_name(f".{path.name}.link")
-            os.link(twin, link)
+            try:
+                os.link(twin, link)
+            except OSError:  # a filesystem without hard links keeps the copy
+                continue
             os.replace(link, path)
 
 
