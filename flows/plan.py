@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from downloaders.base import Source
-from store.layout import DataRoot
+from store.layout import DataRoot, clip_name
 from store.manifest import ManifestRow
 from store.shard_ids import embedded_ids
 from store.status import Seen, seen
@@ -93,7 +93,7 @@ def plan_preprocess(rows: Iterable[ManifestRow], root: DataRoot, dataset: str, *
     plan = Plan()
 
     def has_clip(row: ManifestRow) -> bool:
-        return root.clip_path(dataset, row.item_id).name in clips
+        return clip_name(row.item_id) in clips
 
     def adopted(row: ManifestRow) -> bool:
         orphan = has_clip(row) and row.item_id not in records.ok
@@ -109,7 +109,7 @@ def clipped(rows: Iterable[ManifestRow], root: DataRoot, dataset: str) -> Iterat
     """Rows whose canonical clip exists and was recorded as made."""
     made = ok_ids(root, "preprocess", dataset)
     clips = root.clip_names(dataset)
-    return (r for r in rows if r.item_id in made and root.clip_path(dataset, r.item_id).name in clips)
+    return (r for r in rows if r.item_id in made and clip_name(r.item_id) in clips)
 
 
 def plan_embed(

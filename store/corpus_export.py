@@ -39,7 +39,7 @@ from huggingface_hub import DatasetCardData
 
 from store.atomic import temp_path_for
 from store.errors import InvalidInputError
-from store.layout import DataRoot
+from store.layout import DataRoot, clip_name
 from store.manifest import ManifestRow, read_manifest
 from store.shard_index import vector_locations
 
@@ -350,7 +350,7 @@ class _SplitWriter:
             "end_s": [row.end_s for row, _ in group], "captions": [list(row.captions) for row, _ in group],
             "tags": [list(row.tags) for row, _ in group], "license": [row.license for row, _ in group],
             "extra": [row.extra for row, _ in group],
-            "audio": [{"bytes": flac, "path": self.root.clip_path(self.dataset, row.item_id).name}
+            "audio": [{"bytes": flac, "path": clip_name(row.item_id)}
                       for row, flac in group],
         }
         arrays = [pa.array(columns[name], type=self.schema.field(name).type) for name in columns]

@@ -36,6 +36,12 @@ def item_key(item_id: str) -> str:
     return key
 
 
+def clip_name(item_id: str) -> str:
+    """The file name of an item's clip: planners and reports match it against one listing of the clip folder,
+    without building a path per item."""
+    return f"{item_key(item_id)}.flac"
+
+
 @dataclass(frozen=True)
 class DataRoot:
     path: Path
@@ -57,7 +63,7 @@ class DataRoot:
         return self.path / "clips" / check_name(dataset, "dataset")
 
     def clip_path(self, dataset: str, item_id: str) -> Path:
-        return self.clip_dir(dataset) / f"{item_key(item_id)}.flac"
+        return self.clip_dir(dataset) / clip_name(item_id)
 
     def clip_names(self, dataset: str) -> set[str]:
         """The file names in the clip folder of ``dataset``: one listing instead of a ``stat`` per item."""

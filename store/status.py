@@ -187,7 +187,10 @@ class _Folder:
 
 
 def _read_once(directory: Path) -> pa.Table:
-    tables = _Folder.listed(directory).tables()
+    folder = _Folder.listed(directory)
+    if folder.index and not folder.units:  # a compacted folder: the index holds one latest row per item already
+        return folder.index.table
+    tables = folder.tables()
     return _latest(pa.concat_tables(tables)) if tables else SCHEMA.empty_table()
 
 

@@ -18,7 +18,7 @@ import soundfile as sf
 
 from store import __version__
 from store.atomic import write_text_atomic
-from store.layout import DataRoot
+from store.layout import DataRoot, clip_name
 from store.manifest import ManifestRow, iter_manifest, manifest_ids
 from store.names import check_name
 from store.quarantine import Quarantined, quarantined
@@ -183,11 +183,11 @@ def stage_summary(
     when its latest record says ok; failed when its latest record is a failure; pending otherwise. Failed
     records of items outside the manifest count too: they are rows the catalog rejected.
     """
-    manifest = set(item_ids)
+    manifest = item_ids if isinstance(item_ids, set | frozenset) else set(item_ids)
     ok_ids = (done if done is not None else {i for i, r in records.items() if r.is_ok}) & manifest
     failed = [record for item_id, record in records.items() if not record.is_ok and item_id not in ok_ids]
-    pending = len(manifest - ok_ids - {record.item_id for record in failed})
-    seconds_ok = sum((durations or {}).get(item_id, 0.0) for item_id in ok_ids)
+    pending = len(manifest) - len(ok_ids) - len({r.item_id for r in failed if r.item_id in manifest})
+    seconds_ok = sum(durations.get(item_id, 0.0) for item_id in ok_ids) if durations else 0.0
     groups = _group((r.reason or "unspecified", r.item_id, r.detail or "", r.failure_class or "unknown")
                     for r in failed)
     return StageSummary(stage, model, len(ok_ids), len(failed), pending, round(seconds_ok / 3600, 6), groups)
@@ -208,8 +208,9 @@ def dataset_report(root: DataRoot, dataset: str, *, targets: Sequence[Target], c
         for target in targets
     }
     inputs = _stage_inputs(root, dataset, item_ids, preprocessed, embedded)
+    manifest = set(item_ids)
     stages = [
-        stage_summary(i.stage, item_ids, i.records, done=i.done, durations=durations, model=i.model)
+        stage_summary(i.stage, manifest, i.records, done=i.done, durations=durations, model=i.model)
         for i in inputs
     ]
     check_summaries = _check_summaries(checks)
@@ -253,8 +254,9 @@ def status_counts(root: DataRoot) -> list[dict[str, object]]:
             continue
         embedded = {(space, model): embedded_ids(root.shard_dir(model, dataset, space))
                     for space, model in root.embedded(dataset)}
+        manifest = set(item_ids)
         for i in _stage_inputs(root, dataset, item_ids, _preprocessed(root, dataset, item_ids), embedded):
-            summary = stage_summary(i.stage, item_ids, i.records, done=i.done, model=i.model)
+            summary = stage_summary(i.stage, manifest, i.records, done=i.done, model=i.model)
             counts.append({"dataset": dataset, "stage": summary.label, "model": i.model, "ok": summary.ok,
                            "failed": summary.failed, "pending": summary.pending,
                            "reasons": {group.reason: group.count for group in summary.failures}})
@@ -287,7 +289,7 @@ def _stage_inputs(
 def _preprocessed(root: DataRoot, dataset: str, item_ids: list[str]) -> set[str]:
     """Items whose canonical clip exists."""
     names = root.clip_names(dataset)
-    return {item_id for item_id in item_ids if root.clip_path(dataset, item_id).name in names}
+    return {item_id for item_id in item_ids if clip_name(item_id) in names}
 
 
 def _durations(
