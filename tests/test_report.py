@@ -222,14 +222,14 @@ def test_dataset_without_manifest(tmp_path: Path) -> None:
 
 def test_catalog_rejections_count_as_failures() -> None:
     rejected = StatusRecord.failed("demo:broken", "catalog", "bad_metadata", "row 3 has no caption")
-    summary = stage_summary("catalog", ["demo:a"], {"demo:broken": rejected}, done={"demo:a"})
+    summary = stage_summary("catalog", {"demo:a"}, {"demo:broken": rejected}, done={"demo:a"})
     assert (summary.ok, summary.failed, summary.pending) == (1, 1, 0)
     assert summary.failures[0].reason == "bad_metadata"
 
 
 def test_ok_record_without_output_is_pending() -> None:
     records = {"demo:a": StatusRecord.ok("demo:a", "preprocess")}
-    summary = stage_summary("preprocess", ["demo:a"], records, done=set())
+    summary = stage_summary("preprocess", {"demo:a"}, records, done=set())
     assert (summary.ok, summary.failed, summary.pending) == (0, 0, 1)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -170,20 +171,19 @@ class _StageInput:
 
 def stage_summary(
     stage: str,
-    item_ids: Iterable[str],
+    manifest: AbstractSet[str],
     records: Mapping[str, StatusRecord],
     *,
     done: set[str] | None = None,
     durations: Mapping[str, float] | None = None,
     model: str | None = None,
 ) -> StageSummary:
-    """Counts of one stage over the manifest's ``item_ids``.
+    """Counts of one stage over the ``manifest``'s item ids.
 
     An item is ok when its output exists (``done``, for stages that own an output) or, without ``done``,
     when its latest record says ok; failed when its latest record is a failure; pending otherwise. Failed
     records of items outside the manifest count too: they are rows the catalog rejected.
     """
-    manifest = item_ids if isinstance(item_ids, set | frozenset) else set(item_ids)
     ok_ids = (done if done is not None else {i for i, r in records.items() if r.is_ok}) & manifest
     failed = [record for item_id, record in records.items() if not record.is_ok and item_id not in ok_ids]
     pending = len(manifest) - len(ok_ids) - len({r.item_id for r in failed if r.item_id in manifest})
@@ -207,8 +207,8 @@ def dataset_report(root: DataRoot, dataset: str, *, targets: Sequence[Target], c
         else embedded_ids(root.shard_dir(target[1], dataset, target[0]))
         for target in targets
     }
-    inputs = _stage_inputs(root, dataset, item_ids, preprocessed, embedded)
     manifest = set(item_ids)
+    inputs = _stage_inputs(root, dataset, manifest, preprocessed, embedded)
     stages = [
         stage_summary(i.stage, manifest, i.records, done=i.done, durations=durations, model=i.model)
         for i in inputs
@@ -255,7 +255,7 @@ def status_counts(root: DataRoot) -> list[dict[str, object]]:
         embedded = {(space, model): embedded_ids(root.shard_dir(model, dataset, space))
                     for space, model in root.embedded(dataset)}
         manifest = set(item_ids)
-        for i in _stage_inputs(root, dataset, item_ids, _preprocessed(root, dataset, item_ids), embedded):
+        for i in _stage_inputs(root, dataset, manifest, _preprocessed(root, dataset, item_ids), embedded):
             summary = stage_summary(i.stage, manifest, i.records, done=i.done, model=i.model)
             counts.append({"dataset": dataset, "stage": summary.label, "model": i.model, "ok": summary.ok,
                            "failed": summary.failed, "pending": summary.pending,
@@ -266,7 +266,7 @@ def status_counts(root: DataRoot) -> list[dict[str, object]]:
 def _stage_inputs(
     root: DataRoot,
     dataset: str,
-    item_ids: list[str],
+    manifest: set[str],
     preprocessed: set[str],
     embedded: Mapping[Target, set[str]],
 ) -> list[_StageInput]:
@@ -277,7 +277,7 @@ def _stage_inputs(
         return _StageInput(name, model, failed, done if done is not None else ok)
 
     return [
-        stage("catalog", None, root.status_dir("catalog", dataset), set(item_ids)),
+        stage("catalog", None, root.status_dir("catalog", dataset), manifest),
         stage("acquire", None, root.status_dir("acquire", dataset), None),
         stage("preprocess", None, root.status_dir("preprocess", dataset), preprocessed),
         *(stage("embed", target_label(target), root.embed_status_dir(target[1], dataset, target[0]), done)
